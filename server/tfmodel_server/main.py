@@ -26,7 +26,7 @@ def _configure_logging() -> None:
 def run_one(options: ServerOptions) -> int:
     """Serve in this process (imports TensorFlow and gRPC only here)."""
     _configure_logging()
-    from tfmodel_server.plugins import build_extensions
+    from tfmodel_server.extensions import build_extensions
     from tfmodel_server.server import StartupError, serve
 
     try:

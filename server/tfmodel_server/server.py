@@ -18,14 +18,14 @@ import grpc
 from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfmodel_server import config as config_lib
+from tfmodel_server.apis.grpc_api import RequestObserver, add_services
+from tfmodel_server.apis.rest_api import RestState, build_app
+from tfmodel_server.core.manager import ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
 from tfmodel_server.flags import ServerOptions
-from tfmodel_server.grpc_api import RequestObserver, add_services
-from tfmodel_server.inference import DirectRunner, InferenceRunner
-from tfmodel_server.manager import ManagerOptions, ServableManager
-from tfmodel_server.rest_api import RestState, build_app
-from tfmodel_server.service import InferenceService
+from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
+from tfmodel_server.inference.service import InferenceService
+from tfmodel_server.model_servers import config_file as config_lib
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,11 @@ from tfmodel_operator.model_config import render_batching_config, render_models_
 from tfmodel_operator.spec import SpecError, TFModelSpec, parse_spec
 from tfmodel_operator.status import Observation, build_status, merge_conditions, models_status
 from tfmodel_operator.textproto import quote, render
-from tfmodel_server.batching_params import parse_batching_parameters
-from tfmodel_server.config import parse_model_server_config, validate_model_server_config
+from tfmodel_server.inference.batching_params import parse_batching_parameters
+from tfmodel_server.model_servers.config_file import (
+    parse_model_server_config,
+    validate_model_server_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -8,17 +8,17 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from tfmodel_server.batching import BatchingRunner
-from tfmodel_server.batching_params import (
+from tfmodel_server.errors import ServingError
+from tfmodel_server.inference.batching import BatchingRunner
+from tfmodel_server.inference.batching_params import (
     BatchingConfigError,
     BatchingParametersProto,
     BatchingParams,
     default_num_batch_threads,
     load_batching_parameters,
 )
-from tfmodel_server.errors import ServingError
-from tfmodel_server.loader import load_saved_model
-from tfmodel_server.metrics import ServingMetrics
+from tfmodel_server.monitoring.metrics import ServingMetrics
+from tfmodel_server.servables.tensorflow.loader import load_saved_model
 
 from tests.server.savedmodels import export_linear, export_multi_input
 

@@ -17,10 +17,10 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2 as t
 from tensorflow_serving.apis import inference_pb2, input_pb2
-from tfmodel_server import classify_regress as cr
-from tfmodel_server import json_response as jr
-from tfmodel_server import json_tensor as jt
+from tfmodel_server.codecs import json_request as jt
+from tfmodel_server.codecs import json_response as jr
 from tfmodel_server.errors import ServingError
+from tfmodel_server.servables.tensorflow import classify_regress as cr
 
 PREDICT = "tensorflow/serving/predict"
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
-from tfmodel_server.config import (
+from tfmodel_server.model_servers.config_file import (
     ConfigError,
     ConfigFileWatcher,
     load_config_file,

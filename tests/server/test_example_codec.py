@@ -9,9 +9,12 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import input_pb2
-from tfmodel_server import json_tensor as jt
+from tfmodel_server.codecs import json_request as jt
 from tfmodel_server.errors import ServingError
-from tfmodel_server.example_codec import serialized_examples, serialized_examples_array
+from tfmodel_server.servables.tensorflow.example_codec import (
+    serialized_examples,
+    serialized_examples_array,
+)
 
 FEATURES = {
     "x": tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),

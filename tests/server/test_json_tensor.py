@@ -18,8 +18,8 @@ import pytest
 from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2 as t
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
-from tfmodel_server import json_response as jr
-from tfmodel_server import json_tensor as jt
+from tfmodel_server.codecs import json_request as jt
+from tfmodel_server.codecs import json_response as jr
 from tfmodel_server.errors import ServingError
 
 ROW = jt.JsonFormat.ROW

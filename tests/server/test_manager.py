@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
+from tfmodel_server.core.manager import ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
-from tfmodel_server.manager import ManagerOptions, ServableManager
 
 from tests.server import savedmodels
 
@@ -194,7 +194,7 @@ async def test_swap_preserves_availability(make_manager, tmp_path, caplog):
                 failures.append(e.message)
             await asyncio.sleep(0)
 
-    with caplog.at_level(logging.INFO, logger="tfmodel_server.manager"):
+    with caplog.at_level(logging.INFO, logger="tfmodel_server.core.manager"):
         task = asyncio.create_task(client())
         savedmodels.export_linear(tmp_path, 2, a=2.0, b=0.0)
         await wait_until(lambda: states(manager, "m") == {2: "AVAILABLE", 1: "END"}, what="swap")

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from tfmodel_server.batching import BatchingRunner
-from tfmodel_server.batching_params import BatchingParams
-from tfmodel_server.loader import load_saved_model
-from tfmodel_server.metrics import (
+from tfmodel_server.inference.batching import BatchingRunner
+from tfmodel_server.inference.batching_params import BatchingParams
+from tfmodel_server.monitoring.metrics import (
     API_PREDICT,
     DEFAULT_PROMETHEUS_PATH,
     ENTRYPOINT_GRPC,
@@ -25,6 +24,7 @@ from tfmodel_server.metrics import (
     load_monitoring_config,
     metrics_handler,
 )
+from tfmodel_server.servables.tensorflow.loader import load_saved_model
 
 from tests.server.savedmodels import export_linear
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tfmodel_server.errors import ServingError
-from tfmodel_server.loader import load_saved_model, parse_saved_model_tags
+from tfmodel_server.servables.tensorflow.loader import load_saved_model, parse_saved_model_tags
 
 from tests.server import savedmodels
 

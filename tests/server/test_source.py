@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 from tensorflow_serving.config import file_system_storage_path_source_pb2
-from tfmodel_server.policy import aspired_versions, describe
-from tfmodel_server.source import FileSystemSource, fingerprint_dir, parse_version
+from tfmodel_server.core.policy import aspired_versions, describe
+from tfmodel_server.sources.file_system import FileSystemSource, fingerprint_dir, parse_version
 
 from tests.server import savedmodels
 
@@ -53,7 +53,7 @@ def test_non_numeric_names_ignored_and_logged_once(tmp_path, caplog):
     (tmp_path / "README").write_text("hi")
     (tmp_path / "5").write_text("a file named like a version is not a version")
     source = _source(tmp_path)
-    with caplog.at_level(logging.INFO, logger="tfmodel_server.source"):
+    with caplog.at_level(logging.INFO, logger="tfmodel_server.sources.file_system"):
         for _ in range(3):
             state = _poll(source)
     assert set(state.complete) == {3}
@@ -134,7 +134,7 @@ def test_base_path_vanishing_keeps_offered_versions(tmp_path):
 
 def test_empty_base_path_logs_once(tmp_path, caplog):
     source = _source(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="tfmodel_server.source"):
+    with caplog.at_level(logging.WARNING, logger="tfmodel_server.sources.file_system"):
         for _ in range(3):
             assert _poll(source).complete == {}
     assert sum("No versions of servable m" in r.getMessage() for r in caplog.records) == 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tfmodel_server import tensor_codec as tc
+from tfmodel_server.codecs import tensor_proto as tc
 from tfmodel_server.errors import ServingError
 
 # (DataType, numpy dtype, sample values of shape [2, 3])

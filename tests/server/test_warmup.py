@@ -17,12 +17,12 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 from tensorflow_serving.config import model_server_config_pb2
+from tfmodel_server.codecs.tensor_proto import to_tensor_proto
+from tfmodel_server.core.manager import ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
-from tfmodel_server.loader import load_saved_model
-from tfmodel_server.manager import ManagerOptions, ServableManager
-from tfmodel_server.metrics import ServingMetrics
-from tfmodel_server.tensor_codec import to_tensor_proto
-from tfmodel_server.warmup import (
+from tfmodel_server.monitoring.metrics import ServingMetrics
+from tfmodel_server.servables.tensorflow.loader import load_saved_model
+from tfmodel_server.servables.tensorflow.warmup import (
     MAX_NUM_RECORDS,
     make_warmup_hook,
     read_warmup_records,
@@ -221,7 +221,7 @@ def test_failed_warmup_is_recorded_with_its_status(counting):
 
 
 def test_classify_regress_and_multi_inference_logs(tmp_path):
-    pytest.importorskip("tfmodel_server.classify_regress")
+    pytest.importorskip("tfmodel_server.servables.tensorflow.classify_regress")
     import tensorflow as tf
 
     version_dir = export_linear(tmp_path / "linear", 1, a=2.0, b=1.0)

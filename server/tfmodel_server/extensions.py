@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tfmodel_server.batching import BatchingRunner
-from tfmodel_server.batching_params import BatchingConfigError, load_batching_parameters
 from tfmodel_server.flags import ServerOptions
-from tfmodel_server.metrics import (
+from tfmodel_server.inference.batching import BatchingRunner
+from tfmodel_server.inference.batching_params import BatchingConfigError, load_batching_parameters
+from tfmodel_server.monitoring.metrics import (
     ENTRYPOINT_GRPC,
     ENTRYPOINT_REST,
     MonitoringConfigError,
@@ -13,8 +13,8 @@ from tfmodel_server.metrics import (
     load_monitoring_config,
     metrics_handler,
 )
+from tfmodel_server.servables.tensorflow.warmup import make_warmup_hook
 from tfmodel_server.server import Extensions, StartupError
-from tfmodel_server.warmup import make_warmup_hook
 
 
 def build_extensions(options: ServerOptions) -> Extensions:

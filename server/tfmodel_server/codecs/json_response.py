@@ -16,9 +16,9 @@ import numpy as np
 import orjson
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-from tfmodel_server import tensor_codec as tc
+from tfmodel_server.codecs import tensor_proto as tc
+from tfmodel_server.codecs.json_request import JsonFormat, _decimal_text
 from tfmodel_server.errors import ServingError, invalid_argument
-from tfmodel_server.json_tensor import JsonFormat, _decimal_text
 
 # ---------------------------------------------------------------------------
 # Responses

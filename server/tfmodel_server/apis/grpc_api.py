@@ -23,14 +23,14 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfmodel_server import tensor_codec
+from tfmodel_server.codecs import tensor_proto as tensor_codec
 from tfmodel_server.errors import ServingError, invalid_argument
-from tfmodel_server.service import (
+from tfmodel_server.inference.service import (
     InferenceService,
     fill_model_spec,
     model_ref_from_spec,
 )
-from tfmodel_server.status import model_status_response
+from tfmodel_server.model_servers.model_status import model_status_response
 
 log = logging.getLogger(__name__)
 

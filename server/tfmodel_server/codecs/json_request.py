@@ -32,7 +32,7 @@ import orjson
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
-from tfmodel_server import tensor_codec as tc
+from tfmodel_server.codecs import tensor_proto as tc
 from tfmodel_server.errors import ServingError, invalid_argument
 
 # input alias -> (DataType enum, shape or None); shape is not needed for parsing.

@@ -23,8 +23,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tfmodel_server.errors import ServingError, invalid_argument
 
 if TYPE_CHECKING:
-    from tfmodel_server.metrics import ServingMetrics
-    from tfmodel_server.servable import Servable, Signature
+    from tfmodel_server.monitoring.metrics import ServingMetrics
+    from tfmodel_server.servables.tensorflow.servable import Servable, Signature
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def make_warmup_hook(
 
 
 def _run_record(servable: Servable, record: prediction_log_pb2.PredictionLog) -> None:
-    from tfmodel_server import classify_regress
+    from tfmodel_server.servables.tensorflow import classify_regress
 
     kind = record.WhichOneof("log_type")
     if kind == "predict_log":
@@ -169,7 +169,7 @@ def _run(
 
 
 def _predict(servable: Servable, request) -> None:
-    from tfmodel_server.tensor_codec import to_ndarray
+    from tfmodel_server.codecs.tensor_proto import to_ndarray
 
     signature = servable.signature(request.model_spec.signature_name)
     inputs = {alias: to_ndarray(proto) for alias, proto in request.inputs.items()}

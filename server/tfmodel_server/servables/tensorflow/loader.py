@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import grpc
 
 from tfmodel_server.errors import ServingError
-from tfmodel_server.servable import Servable, status_code_for_tf_error, tf_error_message
+from tfmodel_server.servables.tensorflow.servable import (
+    Servable,
+    status_code_for_tf_error,
+    tf_error_message,
+)
 
 log = logging.getLogger(__name__)
 

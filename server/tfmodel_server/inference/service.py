@@ -20,11 +20,11 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfmodel_server import classify_regress
+from tfmodel_server.core.manager import ServableManager
 from tfmodel_server.errors import invalid_argument
-from tfmodel_server.inference import InferenceRunner
-from tfmodel_server.manager import ServableManager
-from tfmodel_server.servable import Servable, Signature
+from tfmodel_server.inference.runner import InferenceRunner
+from tfmodel_server.servables.tensorflow import classify_regress
+from tfmodel_server.servables.tensorflow.servable import Servable, Signature
 
 
 @dataclass(frozen=True)

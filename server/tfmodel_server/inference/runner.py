@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tfmodel_server.servable import Servable, Signature
+from tfmodel_server.servables.tensorflow.servable import Servable, Signature
 
 
 class InferenceRunner(Protocol):

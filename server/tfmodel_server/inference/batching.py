@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 import numpy as np
 
-from tfmodel_server.batching_params import BatchingParams
 from tfmodel_server.errors import ServingError, invalid_argument, unavailable
+from tfmodel_server.inference.batching_params import BatchingParams
 
 if TYPE_CHECKING:
-    from tfmodel_server.servable import Servable, Signature
+    from tfmodel_server.servables.tensorflow.servable import Servable, Signature
 
 log = logging.getLogger(__name__)
 

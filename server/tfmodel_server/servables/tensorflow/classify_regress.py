@@ -26,9 +26,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfmodel_server import tensor_codec as tc
+from tfmodel_server.codecs import tensor_proto as tc
 from tfmodel_server.errors import ServingError, failed_precondition, invalid_argument
-from tfmodel_server.example_codec import serialized_examples_array
+from tfmodel_server.servables.tensorflow.example_codec import serialized_examples_array
 
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 REGRESS_METHOD_NAME = "tensorflow/serving/regress"

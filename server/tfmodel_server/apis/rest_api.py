@@ -20,11 +20,16 @@ from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from tfmodel_server import json_response, json_tensor
+from tfmodel_server.apis.grpc_api import RequestObserver, model_metadata_response
+from tfmodel_server.codecs import json_request as json_tensor
+from tfmodel_server.codecs import json_response
 from tfmodel_server.errors import ServingError, invalid_argument
-from tfmodel_server.grpc_api import RequestObserver, model_metadata_response
-from tfmodel_server.service import InferenceService, ModelRef
-from tfmodel_server.status import model_status_response, status_json, status_response
+from tfmodel_server.inference.service import InferenceService, ModelRef
+from tfmodel_server.model_servers.model_status import (
+    model_status_response,
+    status_json,
+    status_response,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ from dataclasses import dataclass, field
 import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfmodel_server.config import ConfigError, validate_model_server_config
+from tfmodel_server.core.policy import aspired_versions, describe
 from tfmodel_server.errors import (
     ServingError,
     failed_precondition,
     invalid_argument,
     not_found,
 )
-from tfmodel_server.loader import LoaderOptions, SavedModelLoader
-from tfmodel_server.policy import aspired_versions, describe
-from tfmodel_server.servable import Servable
-from tfmodel_server.source import FileSystemSource, ModelSourceState, VersionDir
+from tfmodel_server.model_servers.config_file import ConfigError, validate_model_server_config
+from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
+from tfmodel_server.servables.tensorflow.servable import Servable
+from tfmodel_server.sources.file_system import FileSystemSource, ModelSourceState, VersionDir
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""API surfaces: gRPC and REST."""

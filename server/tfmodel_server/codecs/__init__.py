@@ -1,0 +1,1 @@
+"""Codecs: TensorProto and REST JSON <-> numpy."""

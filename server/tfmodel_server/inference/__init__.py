@@ -1,0 +1,1 @@
+"""Inference: runners (direct, batching) and the transport-independent service."""

@@ -1,0 +1,1 @@
+"""Model server core: config files and model status (TF Serving's model_servers)."""

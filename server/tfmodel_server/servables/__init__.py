@@ -1,0 +1,1 @@
+"""Servables: loaders and servable implementations."""

@@ -1,0 +1,1 @@
+"""TensorFlow SavedModel servables (TF Serving's servables/tensorflow)."""

@@ -1,0 +1,1 @@
+"""Sources: discover servable versions (TF Serving's sources/storage_path)."""
