@@ -44,11 +44,6 @@ class ServingError(Exception):
     def http_status(self) -> int:
         return http_status_for(self.code)
 
-    @property
-    def error_code_name(self) -> str:
-        """Name as TF Serving prints it in status.error_code (e.g. "NOT_FOUND")."""
-        return self.code.name
-
     def __repr__(self) -> str:
         return f"ServingError({self.code.name}, {self.message!r})"
 

@@ -18,7 +18,7 @@ import grpc
 from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfmodel_server.apis.grpc_api import RequestObserver, add_services
+from tfmodel_server.apis.grpc_api import add_services
 from tfmodel_server.apis.rest_api import RestState, build_app
 from tfmodel_server.core.manager import ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
@@ -26,6 +26,11 @@ from tfmodel_server.flags import ServerOptions
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
 from tfmodel_server.model_servers import config_file as config_lib
+from tfmodel_server.model_servers.server_core import ServerCore
+from tfmodel_server.monitoring.observers import RequestObserver
+from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
+from tfmodel_server.servables.tensorflow.servable import Servable
+from tfmodel_server.sources.file_system import FileSystemSource
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +76,25 @@ class ModelServer:
     def __init__(self, options: ServerOptions, extensions: Extensions | None = None) -> None:
         self.options = options
         self.ext = extensions or Extensions()
-        self.manager = ServableManager(
-            ManagerOptions(
-                file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
-                max_num_load_retries=options.max_num_load_retries,
-                load_retry_interval_micros=options.load_retry_interval_micros,
-                allow_version_labels_for_unavailable_models=(
-                    options.allow_version_labels_for_unavailable_models
-                ),
-                saved_model_tags=options.saved_model_tags,
-                post_load_hook=self.ext.post_load_hook,
-                load_observer=self.ext.load_observer,
+        loader = SavedModelLoader(
+            LoaderOptions(
+                tags=tuple(options.saved_model_tags),
                 intra_op_parallelism=options.tensorflow_intra_op_parallelism,
                 inter_op_parallelism=options.tensorflow_inter_op_parallelism,
             )
         )
+        self.manager: ServableManager[Servable] = ServableManager(
+            loader,
+            FileSystemSource(),
+            ManagerOptions(
+                file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+                max_num_load_retries=options.max_num_load_retries,
+                load_retry_interval_micros=options.load_retry_interval_micros,
+                post_load_hook=self.ext.post_load_hook,
+                load_observer=self.ext.load_observer,
+            ),
+        )
+        self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
         self.runner: InferenceRunner = self.ext.runner or DirectRunner(options.grpc_max_threads)
         self.service = InferenceService(
             self.manager, self.runner, options.enable_signature_method_name_check
@@ -108,10 +117,10 @@ class ModelServer:
         recorded for GET /v1/models and the reload metric."""
         try:
             async with self._reload_lock:
-                if first:
-                    await self._apply_first(cfg)
-                else:
-                    await self.manager.apply_config(cfg)
+                # The file (a ConfigMap in Kubernetes) moves labels once their versions
+                # load, so any rollback is one step; the RPC keeps TF Serving's rule.
+                defer = first or source != "ReloadConfigRequest"
+                await self.core.apply_config(cfg, defer_labels=defer)
         except ServingError as e:
             self._record_reload(False, e.message, source)
             raise
@@ -121,26 +130,13 @@ class ModelServer:
         """HandleReloadConfigRequest."""
         await self._apply(cfg, "ReloadConfigRequest")
 
-    async def _apply_first(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
-        """TF Serving refuses labels on versions not yet AVAILABLE, which makes a
-        start-up config with labels fail (its issues #1230, #1608). With no
-        previous config to keep, load the models first, then assign the labels.
-        """
-        try:
-            await self.manager.apply_config(cfg)
-        except ServingError as e:
-            if e.code != grpc.StatusCode.FAILED_PRECONDITION or not _has_labels(cfg):
-                raise
-            log.info("start-up config: loading models before assigning labels")
-            await self.manager.apply_config(_without_labels(cfg))
-            await self.manager.apply_config(cfg)
-
     def _record_reload(self, ok: bool, error: str, source: str) -> None:
         self.rest_state.config_status = {
             "ok": ok,
             "error": error,
             "source": source,
             "time": time.time(),
+            "pending_labels": self.core.pending_labels(),
         }
         if self.ext.on_reload:
             self.ext.on_reload(ok)
@@ -280,20 +276,6 @@ class ModelServer:
         await self.manager.stop()
         self.runner.close()
         log.info("stopped")
-
-
-def _has_labels(cfg: model_server_config_pb2.ModelServerConfig) -> bool:
-    return any(mc.version_labels for mc in cfg.model_config_list.config)
-
-
-def _without_labels(
-    cfg: model_server_config_pb2.ModelServerConfig,
-) -> model_server_config_pb2.ModelServerConfig:
-    stripped = model_server_config_pb2.ModelServerConfig()
-    stripped.CopyFrom(cfg)
-    for mc in stripped.model_config_list.config:
-        mc.version_labels.clear()
-    return stripped
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:

@@ -1,4 +1,4 @@
-"""ServableManager on real SavedModels and a real file system (short poll intervals)."""
+"""ServingStack on real SavedModels and a real file system (short poll intervals)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
-from tfmodel_server.core.manager import ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
 
 from tests.server import savedmodels
+from tests.server.stack import ServingStack
 
 POLL = 0.05
 
@@ -34,13 +34,13 @@ def make_config(*models: tuple[str, object, str]) -> model_server_config_pb2.Mod
     )
 
 
-def predict(manager: ServableManager, name: str, x: float, **spec) -> tuple[int, float]:
+def predict(manager: ServingStack, name: str, x: float, **spec) -> tuple[int, float]:
     with manager.get_handle(name, **spec) as handle:
         out = handle.servable.signature("").run({"x": np.array([x], np.float32)})
         return handle.version, float(out["y"][0])
 
 
-def states(manager: ServableManager, name: str) -> dict[int, str]:
+def states(manager: ServingStack, name: str) -> dict[int, str]:
     return {s.version: s.state for s in manager.model_status(name)}
 
 
@@ -58,12 +58,12 @@ async def wait_until(predicate, timeout: float = 15.0, what: str = "condition") 
 
 @pytest.fixture
 async def make_manager():
-    managers: list[ServableManager] = []
+    managers: list[ServingStack] = []
 
-    async def factory(**options) -> ServableManager:
+    async def factory(**options) -> ServingStack:
         options.setdefault("file_system_poll_wait_seconds", POLL)
         options.setdefault("load_retry_interval_micros", 50_000)
-        manager = ServableManager(ManagerOptions(**options))
+        manager = ServingStack(**options)
         await manager.start()
         managers.append(manager)
         return manager
@@ -212,7 +212,7 @@ async def test_swap_preserves_availability(make_manager, tmp_path, caplog):
 async def test_post_load_hook_runs_before_available(make_manager, tmp_path):
     savedmodels.export_linear(tmp_path, 1)
     seen: list[tuple[int, str, float]] = []
-    manager_ref: list[ServableManager] = []
+    manager_ref: list[ServingStack] = []
 
     def hook(servable) -> None:
         # Runs in the load thread; the version is not yet AVAILABLE.
@@ -463,7 +463,7 @@ async def test_poll_once_mode_and_config_errors(make_manager, tmp_path):
 
 async def test_stop_unloads_everything(tmp_path):
     savedmodels.export_linear(tmp_path, 1)
-    manager = ServableManager(ManagerOptions(file_system_poll_wait_seconds=POLL))
+    manager = ServingStack(file_system_poll_wait_seconds=POLL)
     await manager.start()
     await manager.apply_config(make_config(("m", tmp_path, "")))
     handle = manager.get_handle("m")

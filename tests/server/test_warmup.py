@@ -18,7 +18,6 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 from tfmodel_server.codecs.tensor_proto import to_tensor_proto
-from tfmodel_server.core.manager import ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
 from tfmodel_server.monitoring.metrics import ServingMetrics
 from tfmodel_server.servables.tensorflow.loader import load_saved_model
@@ -32,6 +31,7 @@ from tfmodel_server.servables.tensorflow.warmup import (
 )
 
 from tests.server.savedmodels import export_linear
+from tests.server.stack import ServingStack
 
 
 def _export_counting_model(path: Path) -> None:
@@ -304,12 +304,10 @@ async def test_manager_runs_warmup_before_available_and_failing_warmup_fails_loa
         seen_states.extend(s.state for s in manager.model_status(servable.name))
         make_warmup_hook(iterations=2, metrics=metrics)(servable)
 
-    manager = ServableManager(
-        ManagerOptions(
-            file_system_poll_wait_seconds=0,
-            max_num_load_retries=0,
-            post_load_hook=hook,
-        )
+    manager = ServingStack(
+        file_system_poll_wait_seconds=0,
+        max_num_load_retries=0,
+        post_load_hook=hook,
     )
     await manager.start()
     try:

@@ -1,11 +1,11 @@
-"""ServableManager: TF Serving's AspiredVersionsManager plus ServerCore's config handling.
+"""ServableManager: TF Serving's AspiredVersionsManager + BasicManager.
 
-Runs on the asyncio event loop; file-system polls, loads and unloads run in
-worker threads. Per model and version the state goes START -> LOADING ->
-AVAILABLE -> UNLOADING -> END (a failed load ends in END with its error and
-is retried). New versions become AVAILABLE before the versions they replace
-start UNLOADING (AvailabilityPreservingPolicy), and an unload waits until
-every ServableHandle on that version has been released.
+Runs on the asyncio event loop; source polls, loads and unloads run in worker
+threads. It owns the aspired/loaded state of every version (one LoaderHarness
+each, states.py), asks policy.py which versions to load and unload, and hands
+out refcounted ServableHandles. What to serve comes from the model_servers
+layer (ServerCore) through `set_models` and `set_labels`; the Loader and the
+Source are plugged in, so this module never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,32 +14,25 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic
 
 import grpc
-from tensorflow_serving.config import model_server_config_pb2
+from tensorflow_serving.config.model_server_config_pb2 import ModelConfig
 
-from tfmodel_server.core.policy import aspired_versions, describe
-from tfmodel_server.errors import (
-    ServingError,
-    failed_precondition,
-    invalid_argument,
-    not_found,
-)
-from tfmodel_server.model_servers.config_file import ConfigError, validate_model_server_config
-from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
-from tfmodel_server.servables.tensorflow.servable import Servable
-from tfmodel_server.sources.file_system import FileSystemSource, ModelSourceState, VersionDir
+from tfmodel_server.core.handle import ServableHandle
+from tfmodel_server.core.harness import LoaderHarness, VersionStatus
+from tfmodel_server.core.interfaces import Loader, ModelSourceState, S, Source, VersionDir
+from tfmodel_server.core.policy import aspired_versions, describe, versions_to_unload
+from tfmodel_server.core.states import AVAILABLE, END, UNLOADING, VersionState
+from tfmodel_server.errors import ServingError, invalid_argument, not_found
 
 log = logging.getLogger(__name__)
 
-START = "START"
-LOADING = "LOADING"
-AVAILABLE = "AVAILABLE"
-UNLOADING = "UNLOADING"
-END = "END"
+
+__all__ = ["ManagerOptions", "ModelInfo", "ServableManager", "VersionStatus"]
 
 
 @dataclass
@@ -47,29 +40,17 @@ class ManagerOptions:
     file_system_poll_wait_seconds: float = 1.0  # >0 period, 0 poll once per config, <0 never
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
-    allow_version_labels_for_unavailable_models: bool = False
-    saved_model_tags: tuple[str, ...] = ("serve",)
-    # Called in the load thread after the SavedModel loads, before AVAILABLE;
+    # Called in the load thread after the servable loads, before AVAILABLE;
     # raising fails the load (warmup plugs in here).
-    post_load_hook: Callable[[Servable], None] | None = None
-    # (model, version, path, latency_us, ok) after each SavedModel load attempt (metrics).
+    post_load_hook: Callable[..., None] | None = None
+    # (model, version, path, latency_us, ok) after each load attempt (metrics).
     load_observer: Callable[[str, int, str, float, bool], None] | None = None
     load_threads: int = 1
-    intra_op_parallelism: int = 0
-    inter_op_parallelism: int = 0
-    # Gap between the two scans apply_config makes to see a new version dir
+    # Gap between the two scans `refresh` makes to see a new version dir
     # unchanged; None = min(poll period, 0.5 s).
     version_settle_seconds: float | None = None
     # Bound on how long stop() waits for outstanding handles before unloading anyway.
     stop_timeout_seconds: float = 30.0
-
-
-@dataclass
-class VersionStatus:
-    version: int
-    state: str  # START | LOADING | AVAILABLE | UNLOADING | END
-    error_code: grpc.StatusCode = grpc.StatusCode.OK
-    error_message: str = ""
 
 
 @dataclass
@@ -82,116 +63,64 @@ class ModelInfo:
     error: str = ""  # source problem, e.g. missing base path
 
 
-class _Version:
-    """Manager-side record of one version of one model."""
-
-    def __init__(self, model: str, version: int, path: str) -> None:
-        self.model = model
-        self.version = version
-        self.path = path
-        self.fingerprint: tuple | None = None  # content of the last load attempt
-        self.state = START
-        self.error: ServingError | None = None
-        self.servable: Servable | None = None
-        self.refcount = 0
-        self.unload_pending = False
-        self.loading = False
-        self.cancel_load = False
-        self.failures = 0  # consecutive failed attempts on the same content
-        self.retry_at: float | None = None
-        self.generation = 0  # load attempts scheduled
-        self.completed_generation = 0  # load attempts finished
-
-    def status(self) -> VersionStatus:
-        if self.error is None:
-            return VersionStatus(self.version, self.state)
-        return VersionStatus(self.version, self.state, self.error.code, self.error.message)
-
-
-class _Model:
-    def __init__(self, config: model_server_config_pb2.ModelConfig) -> None:
+class _Model(Generic[S]):
+    def __init__(self, config: ModelConfig) -> None:
         self.name = config.name
         self.config = config
         self.configured = True
-        self.versions: dict[int, _Version] = {}
+        self.versions: dict[int, LoaderHarness[S]] = {}
         self.labels: dict[str, int] = {}
         self.on_disk: dict[int, VersionDir] = {}
         self.pending: set[int] = set()
         self.source_error: str | None = None
 
 
-class ServableHandle:
-    """Holds a reference so the version cannot unload while a request uses it."""
-
-    def __init__(self, manager: ServableManager, record: _Version, servable: Servable) -> None:
-        self._manager = manager
-        self._record = record
-        self._released = False
-        self.servable = servable
-        self.name = record.model
-        self.version = record.version
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._manager._release(self._record)
-
-    def __enter__(self) -> ServableHandle:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"ServableHandle({self.name!r}, {self.version})"
-
-
-class ServableManager:
-    def __init__(self, options: ManagerOptions | None = None) -> None:
+class ServableManager(Generic[S]):
+    def __init__(
+        self, loader: Loader[S], source: Source, options: ManagerOptions | None = None
+    ) -> None:
         self.options = options or ManagerOptions()
-        self._loader = SavedModelLoader(
-            LoaderOptions(
-                tags=tuple(self.options.saved_model_tags),
-                intra_op_parallelism=self.options.intra_op_parallelism,
-                inter_op_parallelism=self.options.inter_op_parallelism,
-            )
-        )
-        self._source = FileSystemSource()
+        self._loader = loader
+        self._source = source
         self._lock = threading.RLock()  # guards model/version state read by request threads
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, _Model[S]] = {}
         self._load_pool = ThreadPoolExecutor(
             max_workers=max(1, self.options.load_threads), thread_name_prefix="tf-load"
         )
         self._unload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf-unload")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._config_lock: asyncio.Lock | None = None
-        self._poll_lock: asyncio.Lock | None = None
-        self._changed: asyncio.Event | None = None
-        self._poll_task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._loop_: asyncio.AbstractEventLoop | None = None
+        self._poll_lock_: asyncio.Lock | None = None
+        self._changed_: asyncio.Event | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._listeners: list[Callable[[], None]] = []
         self._config_applied = False
         self._stopping = False
 
     # ----------------------------------------------------------------- lifecycle
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._config_lock = asyncio.Lock()
-            self._poll_lock = asyncio.Lock()
-            self._changed = asyncio.Event()
-        return self._loop
+        if self._loop_ is None:
+            self._loop_ = asyncio.get_running_loop()
+            self._poll_lock_ = asyncio.Lock()
+            self._changed_ = asyncio.Event()
+        return self._loop_
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop_ is not None, "manager used before start()/refresh() bound its loop"
+        return self._loop_
 
     async def start(self) -> None:
-        """Start the periodic file-system poll (when the poll period is > 0)."""
+        """Start the periodic source poll (when the poll period is > 0)."""
         self._bind_loop()
         if self.options.file_system_poll_wait_seconds > 0 and self._poll_task is None:
             self._poll_task = asyncio.create_task(self._poll_forever(), name="fs-poll")
 
     async def stop(self) -> None:
         """Stop polling and unload every version (waits, bounded, for outstanding handles)."""
-        self._bind_loop()
+        loop = self._bind_loop()
         self._stopping = True
         if self._poll_task is not None:
             self._poll_task.cancel()
@@ -212,9 +141,9 @@ class ServableManager:
                         record.cancel_load = True
                     if record.state == AVAILABLE:
                         self._begin_unload(record)
-        deadline = self._loop.time() + self.options.stop_timeout_seconds
-        while self._tasks or self._any_unload_pending():
-            if self._loop.time() > deadline:
+        deadline = loop.time() + self.options.stop_timeout_seconds
+        while self._tasks or self._any_unloading():
+            if loop.time() > deadline:
                 break
             await self._wait_changed(0.1)
         # Handles still held past the deadline: unload anyway.
@@ -232,15 +161,16 @@ class ServableManager:
                 record.version,
                 record.refcount,
             )
-            await self._loop.run_in_executor(self._unload_pool, record.servable.unload)
+            servable = record.servable
+            if servable is not None:
+                await loop.run_in_executor(self._unload_pool, servable.unload)
             with self._lock:
-                record.servable = None
-                record.unload_pending = False
-                record.state = END
+                if record.state == UNLOADING:
+                    record.unloaded()
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         self._unload_pool.shutdown(wait=False)
 
-    def _any_unload_pending(self) -> bool:
+    def _any_unloading(self) -> bool:
         with self._lock:
             return any(
                 r.state == UNLOADING for m in self._models.values() for r in m.versions.values()
@@ -255,9 +185,10 @@ class ServableManager:
                 log.exception("File system poll failed")
 
     async def poll_now(self) -> None:
-        """One file-system poll of every configured model, then reconcile."""
+        """One source poll of every configured model, then reconcile."""
         self._bind_loop()
-        async with self._poll_lock:
+        assert self._poll_lock_ is not None
+        async with self._poll_lock_:
             states = await asyncio.to_thread(self._source.poll)
             self._apply_source_states(states)
 
@@ -267,75 +198,86 @@ class ServableManager:
             if model is None or not model.configured or state.base_path != model.config.base_path:
                 continue  # removed or re-pointed while this poll ran
             with self._lock:
-                model.on_disk = state.complete
-                model.pending = state.pending
                 model.source_error = state.error
+                if state.error is None:
+                    model.on_disk = state.complete
+                    model.pending = state.pending
+                # else: as TF Serving's PollFileSystemForServable, a base path that is
+                # missing or unreadable emits no aspired versions: what loaded keeps serving.
             self._reconcile(model)
 
-    # ------------------------------------------------------------------- config
+    # ------------------------------------------------------------ what to serve
 
-    async def apply_config(
-        self,
-        config: model_server_config_pb2.ModelServerConfig,
-        timeout: float | None = None,
-    ) -> None:
-        """Whole-config replace (ServerCore::ReloadConfig).
+    def set_models(self, model_configs: Sequence[ModelConfig]) -> set[str]:
+        """The whole model list (AspiredVersionsManager's sources, per model).
 
-        Labels are checked first, against versions AVAILABLE now; on any error
-        nothing changes. Returns when the aspired versions found on disk have
-        finished loading (AVAILABLE or failed), or after `timeout` seconds.
+        Returns the names removed. A re-pointed base path keeps the versions it
+        has until the new path's first successful poll replaces them.
         """
         self._bind_loop()
-        async with self._config_lock:
-            which = config.WhichOneof("config")
-            if which is not None and which != "model_config_list":
-                raise failed_precondition(
-                    "Cannot transition to requested config. It is only legal to transition "
-                    "from one ModelConfigList to another."
-                )
-            try:
-                validate_model_server_config(config, "model server config")
-            except ConfigError as e:
-                raise invalid_argument(str(e)) from None
-            if config.WhichOneof("config") is None:
-                log.info("Taking no action for empty config.")
-                self._config_applied = True
-                return
-            model_configs = list(config.model_config_list.config)
-            new_labels = self._check_labels(model_configs)
-
-            names = {mc.name for mc in model_configs}
-            removed: list[_Model] = []
-            with self._lock:
-                for mc in model_configs:
-                    model = self._models.get(mc.name)
-                    if model is None:
-                        model = self._models[mc.name] = _Model(mc)
-                        log.info("Adding model %s (base path %s)", mc.name, mc.base_path)
-                    else:
-                        if not model.configured or model.config.base_path != mc.base_path:
-                            model.on_disk, model.pending, model.source_error = {}, set(), None
-                        model.config = mc
-                        model.configured = True
-                    model.labels = new_labels.get(mc.name, {})
-                for name, model in self._models.items():
-                    if name not in names and model.configured:
-                        log.info("Removing model %s", name)
-                        model.configured = False
-                        model.labels = {}
-                        model.on_disk, model.pending = {}, set()
-                        removed.append(model)
-                self._source.set_models({mc.name: mc.base_path for mc in model_configs})
-            for model in removed:
-                self._reconcile(model)
+        names = {mc.name for mc in model_configs}
+        removed: list[_Model[S]] = []
+        with self._lock:
+            for mc in model_configs:
+                model = self._models.get(mc.name)
+                if model is None:
+                    model = self._models[mc.name] = _Model(mc)
+                    log.info("Adding model %s (base path %s)", mc.name, mc.base_path)
+                else:
+                    if not model.configured:
+                        model.on_disk, model.pending, model.source_error = {}, set(), None
+                    model.config = mc
+                    model.configured = True
+            for name, model in self._models.items():
+                if name not in names and model.configured:
+                    log.info("Removing model %s", name)
+                    model.configured = False
+                    model.labels = {}
+                    model.on_disk, model.pending = {}, set()
+                    removed.append(model)
+            self._source.set_models({mc.name: mc.base_path for mc in model_configs})
             self._config_applied = True
+        for model in removed:
+            self._reconcile(model)
+        return {m.name for m in removed}
 
-            if self.options.file_system_poll_wait_seconds >= 0:
+    def note_config_applied(self) -> None:
+        """An (empty) config counts as applied for readiness."""
+        self._config_applied = True
+
+    def set_labels(self, name: str, labels: dict[str, int]) -> None:
+        with self._lock:
+            model = self._models.get(name)
+            if model is not None and model.configured:
+                model.labels = dict(labels)
+
+    def labels(self, name: str) -> dict[str, int]:
+        with self._lock:
+            model = self._models.get(name)
+            return dict(model.labels) if model is not None and model.configured else {}
+
+    def version_state(self, name: str, version: int) -> VersionState | None:
+        with self._lock:
+            model = self._models.get(name)
+            record = model.versions.get(version) if model is not None else None
+            return None if record is None else record.state
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called on the event loop after any version changes state."""
+        self._listeners.append(callback)
+
+    async def refresh(self, names: Iterable[str], timeout: float | None = None) -> None:
+        """Poll now (twice if a version dir is still settling) and wait until the
+        aspired versions of `names` found on disk have finished loading (AVAILABLE
+        or failed), or `timeout` seconds."""
+        self._bind_loop()
+        names = set(names)
+        if self.options.file_system_poll_wait_seconds >= 0:
+            await self.poll_now()
+            if any(self._models[n].pending for n in names if n in self._models):
+                await asyncio.sleep(self._settle_seconds())
                 await self.poll_now()
-                if any(self._models[n].pending for n in names):
-                    await asyncio.sleep(self._settle_seconds())
-                    await self.poll_now()
-            await self._wait_for_loads(names, timeout)
+        await self._wait_for_loads(names, timeout)
 
     def _settle_seconds(self) -> float:
         if self.options.version_settle_seconds is not None:
@@ -343,47 +285,26 @@ class ServableManager:
         wait = self.options.file_system_poll_wait_seconds
         return min(wait, 0.5) if wait > 0 else 0.5
 
-    def _check_labels(
-        self, model_configs: Sequence[model_server_config_pb2.ModelConfig]
-    ) -> dict[str, dict[str, int]]:
-        """server_core.cc UpdateModelVersionLabelMap: labels need AVAILABLE versions."""
-        allow_unavailable = self.options.allow_version_labels_for_unavailable_models
-        result: dict[str, dict[str, int]] = {}
-        with self._lock:
-            for mc in model_configs:
-                model = self._models.get(mc.name)
-                current = model.labels if model is not None and model.configured else {}
-                for label, version in sorted(mc.version_labels.items()):
-                    # The flag allows new labels, or labels not moving; moving one
-                    # still needs its target AVAILABLE.
-                    allowed = allow_unavailable and current.get(label, version) == version
-                    record = model.versions.get(version) if model is not None else None
-                    if not allowed and (record is None or record.state != AVAILABLE):
-                        raise failed_precondition(
-                            f"Request to assign label to version {version} of model "
-                            f"{mc.name}, which is not currently available for inference"
-                        )
-                    result.setdefault(mc.name, {})[label] = version
-        return result
-
     async def _wait_for_loads(self, names: set[str], timeout: float | None) -> None:
+        loop = self._loop
         with self._lock:
             targets = [
                 (record, record.generation)
                 for name in names
+                if name in self._models
                 for record in self._models[name].versions.values()
                 if record.loading
             ]
-        deadline = None if timeout is None else self._loop.time() + timeout
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             with self._lock:
                 waiting = [r for r, gen in targets if r.completed_generation < gen]
             if not waiting:
                 return
-            remaining = None if deadline is None else deadline - self._loop.time()
+            remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 log.warning(
-                    "apply_config: still loading after %.1fs: %s",
+                    "still loading after %.1fs: %s",
                     timeout,
                     ", ".join(f"{r.model}:{r.version}" for r in waiting),
                 )
@@ -391,19 +312,25 @@ class ServableManager:
             await self._wait_changed(remaining if remaining is not None else 1.0)
 
     async def _wait_changed(self, timeout: float) -> None:
-        event = self._changed
+        assert self._changed_ is not None
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(self._changed_.wait(), timeout)
         except asyncio.TimeoutError:
             pass
 
     def _notify(self) -> None:
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
+        event, self._changed_ = self._changed_, asyncio.Event()
+        if event is not None:
+            event.set()
+        for callback in self._listeners:
+            try:
+                callback()
+            except Exception:
+                log.exception("manager listener failed")
 
     # --------------------------------------------------------------- reconcile
 
-    def _reconcile(self, model: _Model) -> None:
+    def _reconcile(self, model: _Model[S]) -> None:
         """Start loads and unloads so the model converges on its aspired versions."""
         if self._stopping:
             return
@@ -423,7 +350,7 @@ class ServableManager:
                 version_dir = on_disk[version]
                 record = model.versions.get(version)
                 if record is None:
-                    record = model.versions[version] = _Version(
+                    record = model.versions[version] = LoaderHarness(
                         model.name, version, version_dir.path
                     )
                     self._schedule_load(model, record, version_dir)
@@ -442,41 +369,30 @@ class ServableManager:
                         record.failures = 0
                         self._schedule_load(model, record, version_dir)
                     elif (
-                        record.failures <= self.options.max_num_load_retries
+                        record.may_retry(self.options.max_num_load_retries)
                         and record.retry_at is not None
                         # call_later may fire up to a clock tick early.
                         and loop.time() + 0.01 >= record.retry_at
                     ):
                         self._schedule_load(model, record, version_dir)
 
-            # AvailabilityPreservingPolicy: unload an unaspired version only when an
-            # aspired one serves, nothing is aspired, or another unaspired one serves.
-            serving = [r for r in model.versions.values() if r.state == AVAILABLE]
-            unaspired = sorted(
-                (r for r in serving if r.version not in aspired), key=lambda r: r.version
-            )
-            has_aspired_serving = any(r.version in aspired for r in serving)
+            serving = [v for v, r in model.versions.items() if r.state == AVAILABLE]
             # A version still being copied in counts as aspired: keep serving meanwhile.
-            nothing_aspired = not aspired and not (model.configured and model.pending)
-            while unaspired and (nothing_aspired or has_aspired_serving or len(unaspired) > 1):
-                self._begin_unload(unaspired.pop(0))
+            copying_in = model.configured and bool(model.pending)
+            for version in versions_to_unload(serving, aspired, copying_in):
+                self._begin_unload(model.versions[version])
 
-    def _schedule_load(self, model: _Model, record: _Version, version_dir: VersionDir) -> None:
-        record.path = version_dir.path
-        record.fingerprint = version_dir.fingerprint
-        record.state = START
-        record.error = None
-        record.loading = True
-        record.cancel_load = False
-        record.retry_at = None
-        record.generation += 1
+    def _schedule_load(
+        self, model: _Model[S], record: LoaderHarness[S], version_dir: VersionDir
+    ) -> None:
+        record.schedule_load(version_dir)
         task = self._loop.create_task(self._load(model, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _load(self, model: _Model, record: _Version) -> None:
+    async def _load(self, model: _Model[S], record: LoaderHarness[S]) -> None:
         error: ServingError | None = None
-        servable: Servable | None = None
+        servable: S | None = None
         try:
             servable = await self._loop.run_in_executor(
                 self._load_pool, self._load_blocking, record
@@ -489,17 +405,12 @@ class ServableManager:
 
         unload_now = False
         with self._lock:
-            record.loading = False
-            record.completed_generation = record.generation
             if error is not None:
-                record.state = END
-                record.error = error
-                record.failures += 1
-                if record.failures <= self.options.max_num_load_retries and not self._stopping:
+                record.load_failed(error)
+                if record.may_retry(self.options.max_num_load_retries) and not self._stopping:
                     interval = self.options.load_retry_interval_micros / 1e6
                     record.retry_at = self._loop.time() + interval
-                    timer = self._loop.call_later(interval, self._retry, model)
-                    self._timers.add(timer)
+                    self._timers.add(self._loop.call_later(interval, self._retry, model))
                     log.error(
                         "Loading servable %s version %d failed (attempt %d, retrying in %.3gs): %s",
                         record.model,
@@ -517,11 +428,9 @@ class ServableManager:
                         error.message,
                     )
             elif servable is None:  # un-aspired before its load started
-                record.state = END
+                record.load_cancelled()
             else:
-                record.servable = servable
-                record.failures = 0
-                record.state = AVAILABLE
+                record.load_succeeded(servable)
                 log.info(
                     "Successfully loaded servable version {name: %s version: %d}",
                     record.model,
@@ -534,11 +443,11 @@ class ServableManager:
         if not unload_now:
             self._reconcile(model)
 
-    def _load_blocking(self, record: _Version) -> Servable | None:
+    def _load_blocking(self, record: LoaderHarness[S]) -> S | None:
         with self._lock:
             if record.cancel_load or self._stopping:
                 return None
-            record.state = LOADING
+            record.begin_loading()
             path = record.path
         start = time.perf_counter()
         try:
@@ -560,32 +469,29 @@ class ServableManager:
                 ) from None
         return servable
 
-    def _observe_load(self, record: _Version, path: str, start: float, ok: bool) -> None:
+    def _observe_load(self, record: LoaderHarness[S], path: str, start: float, ok: bool) -> None:
         observer = self.options.load_observer
         if observer is not None:
             micros = (time.perf_counter() - start) * 1e6
             observer(record.model, record.version, path, micros, ok)
 
-    def _retry(self, model: _Model) -> None:
+    def _retry(self, model: _Model[S]) -> None:
         now = self._loop.time()
         self._timers = {t for t in self._timers if t.when() > now}
         self._reconcile(model)
 
-    def _begin_unload(self, record: _Version) -> None:
+    def _begin_unload(self, record: LoaderHarness[S]) -> None:
         """AVAILABLE -> UNLOADING; the unload itself waits for the last handle."""
-        record.state = UNLOADING
         log.info("Unloading servable version {name: %s version: %d}", record.model, record.version)
-        if record.refcount > 0:
-            record.unload_pending = True
-        else:
+        if record.begin_unload():
             self._start_finish_unload(record)
 
-    def _start_finish_unload(self, record: _Version) -> None:
+    def _start_finish_unload(self, record: LoaderHarness[S]) -> None:
         task = self._loop.create_task(self._finish_unload(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish_unload(self, record: _Version) -> None:
+    async def _finish_unload(self, record: LoaderHarness[S]) -> None:
         servable = record.servable
         if servable is not None:
             try:
@@ -596,8 +502,8 @@ class ServableManager:
             except Exception:
                 log.exception("Unloading %s version %d failed", record.model, record.version)
         with self._lock:
-            record.servable = None
-            record.state = END
+            if record.state == UNLOADING:  # stop() may have finished it already
+                record.unloaded()
             log.info(
                 "Done unloading servable version {name: %s version: %d}",
                 record.model,
@@ -608,25 +514,22 @@ class ServableManager:
         if model is not None:
             self._reconcile(model)
 
-    def _release(self, record: _Version) -> None:
+    def _release(self, record: LoaderHarness[S]) -> None:
         with self._lock:
-            record.refcount -= 1
-            if record.refcount > 0 or not record.unload_pending:
+            if not record.release():
                 return
-            record.unload_pending = False
         try:
             self._loop.call_soon_threadsafe(self._start_finish_unload, record)
         except RuntimeError:  # loop closed: unload here
             if record.servable is not None:
                 record.servable.unload()
-            record.servable = None
-            record.state = END
+            record.unloaded()
 
     # ----------------------------------------------------------------- requests
 
     def get_handle(
         self, name: str, version: int | None = None, label: str | None = None
-    ) -> ServableHandle:
+    ) -> ServableHandle[S]:
         """Version, label, or (neither) the highest AVAILABLE version of a model."""
         if not name:
             raise invalid_argument("ModelSpec has no name specified.")
@@ -650,8 +553,9 @@ class ServableManager:
                 if not available:
                     raise not_found(f"Servable not found for request: Latest({name})")
                 record = max(available, key=lambda r: r.version)
-            record.refcount += 1
-            return ServableHandle(self, record, record.servable)
+            servable = record.acquire()
+            held = record
+            return ServableHandle(name, held.version, servable, lambda: self._release(held))
 
     # ------------------------------------------------------------------- status
 

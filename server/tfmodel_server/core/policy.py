@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, TypeAlias
 
-from tensorflow_serving.config import file_system_storage_path_source_pb2
-
-ServableVersionPolicy = (
-    file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
-)
+# FileSystemStoragePathSourceConfig.ServableVersionPolicy; the generated protos
+# ship no type stubs, so to the type checker it is Any.
+ServableVersionPolicy: TypeAlias = Any
 
 
 def aspired_versions(policy: ServableVersionPolicy, available_on_disk: Iterable[int]) -> set[int]:
@@ -32,3 +31,21 @@ def describe(policy: ServableVersionPolicy) -> str:
         return "specific " + ",".join(str(v) for v in sorted(policy.specific.versions))
     count = max(policy.latest.num_versions, 1) if choice == "latest" else 1
     return f"latest {count}"
+
+
+def versions_to_unload(serving: Iterable[int], aspired: set[int], copying_in: bool) -> list[int]:
+    """AvailabilityPreservingPolicy: which un-aspired serving versions may unload now.
+
+    One may unload only when an aspired version serves, nothing is aspired at all
+    (and no version is still being copied in), or another un-aspired one still
+    serves; the lowest go first, so a model never drops to zero versions while a
+    replacement is on its way.
+    """
+    serving = set(serving)
+    unaspired = sorted(v for v in serving if v not in aspired)
+    has_aspired_serving = bool(serving & aspired)
+    nothing_aspired = not aspired and not copying_in
+    unload: list[int] = []
+    while unaspired and (nothing_aspired or has_aspired_serving or len(unaspired) > 1):
+        unload.append(unaspired.pop(0))
+    return unload

@@ -5,7 +5,8 @@ from __future__ import annotations
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_status_pb2
 
-from tfmodel_server.core.manager import ServableManager, VersionStatus
+from tfmodel_server.core.harness import VersionStatus
+from tfmodel_server.core.manager import ServableManager
 from tfmodel_server.inference.service import ModelRef
 
 _State = get_model_status_pb2.ModelVersionStatus.State

@@ -2,7 +2,7 @@
 
 Like TF Serving's file_system_storage_path_source, versions are numeric
 subdirectories (`00000123` is version 123). Unlike it (issue #631), a version
-is only offered once it holds saved_model.pb/.pbtxt and its fingerprint
+is only offered once its files look complete (saved_model_files.py) and its fingerprint
 (relative paths, sizes and mtimes of every file) is unchanged across two
 consecutive polls, so a half-copied dir is never loaded.
 """
@@ -13,33 +13,13 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from tfmodel_server.core.interfaces import Fingerprint, ModelSourceState, VersionDir
+from tfmodel_server.servables.tensorflow.saved_model_files import incomplete_reason
+
+__all__ = ["FileSystemSource", "ModelSourceState", "VersionDir", "fingerprint_dir", "parse_version"]
 
 log = logging.getLogger(__name__)
-
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-@dataclass(frozen=True)
-class VersionDir:
-    """A complete version dir; fingerprint is its last stable content."""
-
-    version: int
-    path: str
-    fingerprint: Fingerprint
-
-
-@dataclass
-class ModelSourceState:
-    """What one poll found for one model."""
-
-    name: str
-    base_path: str
-    complete: dict[int, VersionDir] = field(default_factory=dict)
-    pending: set[int] = field(default_factory=set)  # present but not (yet) complete
-    error: str | None = None
 
 
 def parse_version(name: str) -> int | None:
@@ -63,10 +43,6 @@ def fingerprint_dir(path: str) -> Fingerprint:
             entries.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
     entries.sort()
     return tuple(entries)
-
-
-def has_saved_model(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILES)
 
 
 class FileSystemSource:
@@ -142,9 +118,12 @@ class FileSystemSource:
             if version in seen:
                 log.warning("Servable %s: two directories for version %d", name, version)
                 continue
-            if not has_saved_model(path):
+            reason = incomplete_reason(path)
+            if reason is not None:
                 if version in offered:
-                    log.warning("Servable %s version %d lost its saved_model.pb", name, version)
+                    log.warning(
+                        "Servable %s version %d is no longer complete: %s", name, version, reason
+                    )
                 state.pending.add(version)
                 seen[version] = ()
                 continue

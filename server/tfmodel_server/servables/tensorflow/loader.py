@@ -8,7 +8,6 @@ MetaGraphDef's signature_def map for the cheap make_callable call path.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 
 from tfmodel_server.errors import ServingError
+from tfmodel_server.servables.tensorflow.saved_model_files import has_saved_model
 from tfmodel_server.servables.tensorflow.servable import (
     Servable,
     status_code_for_tf_error,
@@ -69,10 +69,7 @@ def load_saved_model(
     """Blocking load; raises ServingError with TF's message on failure."""
     import tensorflow as tf
 
-    if not (
-        os.path.isfile(os.path.join(path, "saved_model.pb"))
-        or os.path.isfile(os.path.join(path, "saved_model.pbtxt"))
-    ):
+    if not has_saved_model(path):
         raise ServingError(
             grpc.StatusCode.NOT_FOUND,
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",

@@ -1,0 +1,292 @@
+"""The manager's state machine on a fake loader and source (no TensorFlow, milliseconds).
+
+Beside tests/server/test_manager.py, which runs the same manager on real
+SavedModels: these pin the order of loads and unloads, retries, cancellation,
+refcounted unload and the label rules exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from tensorflow_serving.config import model_server_config_pb2
+from tfmodel_server.core import states
+from tfmodel_server.core.manager import ManagerOptions, ServableManager
+from tfmodel_server.core.policy import versions_to_unload
+from tfmodel_server.errors import ServingError
+from tfmodel_server.model_servers.server_core import ServerCore
+
+from tests.core.fakes import FakeLoader, FakeSource
+
+
+def config(*models: tuple[str, str, dict[str, int]], policy: str = ""):
+    cfg = model_server_config_pb2.ModelServerConfig()
+    for name, base, labels in models:
+        mc = cfg.model_config_list.config.add(
+            name=name, base_path=base, model_platform="tensorflow"
+        )
+        if policy == "all":
+            mc.model_version_policy.all.SetInParent()
+        for label, version in labels.items():
+            mc.version_labels[label] = version
+    return cfg
+
+
+async def eventually(predicate, what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def rig():
+    loader, source = FakeLoader(), FakeSource()
+    made: list[ServableManager] = []
+
+    def make(allow_unavailable_labels: bool = False, **options):
+        options.setdefault("file_system_poll_wait_seconds", 0)  # tests poll explicitly
+        options.setdefault("load_retry_interval_micros", 1_000)
+        manager = ServableManager(loader, source, ManagerOptions(**options))
+        made.append(manager)
+        return manager, ServerCore(manager, allow_unavailable_labels)
+
+    yield loader, source, make
+    for manager in made:
+        await asyncio.wait_for(manager.stop(), 5)
+
+
+def state_of(manager: ServableManager, name: str) -> dict[int, str]:
+    return {s.version: s.state.value for s in manager.model_status(name)}
+
+
+# --- states.py -----------------------------------------------------------------
+
+
+def test_every_state_has_its_legal_moves_written_down():
+    assert set(states.LEGAL_TRANSITIONS) == set(states.VersionState)
+    states.check_transition(states.START, states.LOADING)
+    with pytest.raises(states.IllegalTransition, match="AVAILABLE -> LOADING"):
+        states.check_transition(states.AVAILABLE, states.LOADING)
+    with pytest.raises(states.IllegalTransition):
+        states.check_transition(states.END, states.AVAILABLE)
+
+
+# --- policy.py -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("serving", "aspired", "copying", "unload"),
+    [
+        ([1], {2}, False, []),  # replacement not serving yet: keep 1
+        ([1, 2], {2}, False, [1]),  # replacement serves: 1 may go
+        ([1, 2], {3}, False, [1]),  # two un-aspired: the lower goes first
+        ([1], set(), False, [1]),  # nothing aspired (model removed): unload
+        ([1], set(), True, []),  # nothing aspired but a version is being copied in
+        ([1, 2], {1, 2}, False, []),
+    ],
+)
+def test_availability_preserving_unload_order(serving, aspired, copying, unload):
+    assert versions_to_unload(serving, aspired, copying) == unload
+
+
+# --- manager -------------------------------------------------------------------
+
+
+async def test_new_version_is_available_before_the_old_one_unloads(rig):
+    loader, source, make = rig
+    manager, core = make()
+    source.put("/m", 1)
+    await core.apply_config(config(("m", "/m", {})))
+    assert state_of(manager, "m") == {1: "AVAILABLE"}
+
+    gate = loader.gate("m", 2)
+    source.put("/m", 2)
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m").get(2) == "LOADING", "v2 loading")
+    assert state_of(manager, "m")[1] == "AVAILABLE", "v1 must keep serving while v2 loads"
+    with manager.get_handle("m") as handle:
+        assert handle.version == 1
+
+    gate.set()
+    await eventually(lambda: state_of(manager, "m") == {2: "AVAILABLE", 1: "END"}, "swap")
+    assert loader.events.index("loaded m:2") < loader.events.index("unload m:1")
+
+
+async def test_failed_load_is_retried_then_gives_up(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=2)
+    source.put("/ok", 1)
+    source.put("/bad", 1)
+    loader.failures[("ok", 1)] = 2  # succeeds on the third attempt
+    loader.failures[("bad", 1)] = 99
+    await core.apply_config(config(("ok", "/ok", {}), ("bad", "/bad", {})))
+    await eventually(lambda: state_of(manager, "ok") == {1: "AVAILABLE"}, "ok loaded")
+    await eventually(lambda: loader.attempts[("bad", 1)] == 3, "bad retried")
+    await asyncio.sleep(0.05)
+    assert loader.attempts == {("ok", 1): 3, ("bad", 1): 3}, "1 attempt + 2 retries, no more"
+    [status] = manager.model_status("bad")
+    assert (status.state, status.error_code) == ("END", grpc.StatusCode.DATA_LOSS)
+    assert "fake load failure of bad:1" in status.error_message
+
+
+async def test_new_files_for_a_failed_version_reset_its_retries(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=0)
+    source.put("/m", 1)
+    loader.failures[("m", 1)] = 1
+    await core.apply_config(config(("m", "/m", {})))
+    assert state_of(manager, "m") == {1: "END"}
+    source.content[("/m", 1)] = 1  # the version dir was rewritten
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m") == {1: "AVAILABLE"}, "reloaded")
+
+
+async def test_version_unaspired_while_queued_is_never_loaded(rig):
+    loader, source, make = rig
+    manager, core = make(load_threads=1)
+    gate = loader.gate("m", 1)
+    source.put("/m", 1)
+    apply = asyncio.create_task(core.apply_config(config(("m", "/m", {}))))
+    await eventually(lambda: "load m:1" in loader.events, "v1 load started")
+    # v2 and v3 arrive while the only load thread is busy; latest-1 then wants v3 only.
+    source.put("/m", 2)
+    await manager.poll_now()
+    source.put("/m", 3)
+    await manager.poll_now()
+    gate.set()
+    await apply
+    await eventually(lambda: state_of(manager, "m").get(3) == "AVAILABLE", "v3 loaded")
+    await eventually(lambda: state_of(manager, "m").get(1) == "END", "v1 unloaded")
+    assert "load m:2" not in loader.events, "v2 was cancelled before its load began"
+    assert state_of(manager, "m")[2] == "END"
+
+
+async def test_unload_waits_for_the_last_handle(rig):
+    loader, source, make = rig
+    manager, core = make()
+    source.put("/m", 1)
+    await core.apply_config(config(("m", "/m", {})))
+    first = manager.get_handle("m", 1)
+    second = manager.get_handle("m", 1)
+    source.put("/m", 2)
+    await manager.refresh({"m"})
+    await eventually(lambda: state_of(manager, "m")[1] == "UNLOADING", "v1 unloading")
+    first.release()
+    first.release()  # a second release of one handle must not count twice
+    await asyncio.sleep(0.05)
+    assert not first.servable.unloaded, "one handle is still held"
+    second.release()
+    await eventually(lambda: first.servable.unloaded, "unloaded after the last release")
+    assert state_of(manager, "m") == {2: "AVAILABLE", 1: "END"}
+
+
+async def test_missing_base_path_keeps_what_serves(rig):
+    _, source, make = rig
+    manager, core = make()
+    source.put("/m", 1)
+    await core.apply_config(config(("m", "/m", {})))
+    source.missing.add("/m")
+    await manager.poll_now()
+    assert state_of(manager, "m") == {1: "AVAILABLE"}
+    assert "Could not find base path /m" in manager.list_models()[0].error
+    # Re-pointing at a path that does not exist keeps serving too.
+    source.missing.add("/nowhere")
+    await core.apply_config(config(("m", "/nowhere", {})))
+    await manager.poll_now()
+    assert state_of(manager, "m") == {1: "AVAILABLE"}
+    with manager.get_handle("m") as handle:
+        assert handle.version == 1
+    # An existing but empty base path is an empty version list: that unloads.
+    source.missing.clear()
+    await core.apply_config(config(("m", "/empty", {})))
+    await eventually(lambda: state_of(manager, "m") == {1: "END"}, "unloaded")
+
+
+async def test_removed_model_unloads_and_stop_unloads_everything(rig):
+    loader, source, make = rig
+    manager, core = make()
+    source.put("/a", 1)
+    source.put("/b", 1)
+    await core.apply_config(config(("a", "/a", {}), ("b", "/b", {})))
+    await core.apply_config(config(("b", "/b", {})))
+    await eventually(lambda: state_of(manager, "a") == {1: "END"}, "a unloaded")
+    assert [m.name for m in manager.list_models()] == ["b"]
+    await manager.stop()
+    assert "unload b:1" in loader.events
+    assert not manager.ready()
+
+
+# --- ServerCore labels ---------------------------------------------------------
+
+
+async def test_strict_labels_refuse_an_unavailable_version_and_change_nothing(rig):
+    _, source, make = rig
+    manager, core = make()
+    source.put("/m", 1, 2)
+    with pytest.raises(ServingError, match="version 1 of model m"):
+        # TF Serving's rule: even at start-up a label needs its version loaded.
+        await core.apply_config(config(("m", "/m", {"stable": 1}), policy="all"))
+    await core.apply_config(config(("m", "/m", {}), policy="all"))
+    await core.apply_config(config(("m", "/m", {"stable": 1}), policy="all"))
+    with pytest.raises(ServingError) as info:
+        await core.apply_config(config(("m", "/m", {"stable": 1, "canary": 3}), policy="all"))
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "version 3 of model m" in info.value.message
+    assert manager.labels("m") == {"stable": 1}
+
+
+async def test_deferred_label_moves_once_its_version_is_available(rig):
+    loader, source, make = rig
+    manager, core = make()
+    source.put("/m", 1)
+    await core.apply_config(config(("m", "/m", {"stable": 1})), defer_labels=True)
+    assert manager.labels("m") == {"stable": 1}
+
+    gate = loader.gate("m", 2)
+    source.put("/m", 2)
+    apply = asyncio.create_task(
+        core.apply_config(config(("m", "/m", {"stable": 2}), policy="all"), defer_labels=True)
+    )
+    await eventually(lambda: "load m:2" in loader.events, "v2 loading")
+    assert manager.labels("m") == {"stable": 1}, "stable stays on the serving version"
+    assert core.pending_labels() == {"m": {"stable": 2}}
+    with manager.get_handle("m", label="stable") as handle:
+        assert handle.version == 1
+    gate.set()
+    await apply
+    assert manager.labels("m") == {"stable": 2}
+    assert core.pending_labels() == {}
+
+
+async def test_rollback_to_a_config_naming_an_unloaded_version_is_one_step(rig):
+    _, source, make = rig
+    manager, core = make()
+    source.put("/m", 7, 8)
+    # specific {8} with stable=8, then a "bad" config moving to 7 only ...
+    cfg8 = config(("m", "/m", {"stable": 8}))
+    cfg8.model_config_list.config[0].model_version_policy.specific.versions.append(8)
+    cfg7 = config(("m", "/m", {"stable": 7}))
+    cfg7.model_config_list.config[0].model_version_policy.specific.versions.append(7)
+    await core.apply_config(cfg8, defer_labels=True)
+    await core.apply_config(cfg7, defer_labels=True)
+    await eventually(lambda: state_of(manager, "m") == {8: "END", 7: "AVAILABLE"}, "on 7")
+    assert manager.labels("m") == {"stable": 7}
+    # ... and back: version 8 is not loaded, yet the whole config applies in one step.
+    await core.apply_config(cfg8, defer_labels=True)
+    assert state_of(manager, "m")[8] == "AVAILABLE"
+    assert manager.labels("m") == {"stable": 8}
+
+
+async def test_flag_allows_a_new_label_on_an_unavailable_version(rig):
+    _, source, make = rig
+    manager, core = make(allow_unavailable_labels=True)
+    source.put("/m", 1)
+    await core.apply_config(config(("m", "/m", {"canary": 5})))
+    assert manager.labels("m") == {"canary": 5}
+    with pytest.raises(ServingError) as info:
+        manager.get_handle("m", label="canary")
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
