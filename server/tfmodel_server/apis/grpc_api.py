@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import grpc
-from google.protobuf import any_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -23,25 +22,21 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tfmodel_server.apis.metadata import model_metadata_response
 from tfmodel_server.codecs import tensor_proto as tensor_codec
-from tfmodel_server.errors import ServingError, invalid_argument
+from tfmodel_server.errors import ServingError
 from tfmodel_server.inference.service import (
     InferenceService,
     fill_model_spec,
     model_ref_from_spec,
 )
 from tfmodel_server.model_servers.model_status import model_status_response
+from tfmodel_server.monitoring.observers import RequestObserver, noop_observer
 
 log = logging.getLogger(__name__)
 
 # Callback the server supplies: apply a ModelServerConfig (raises ServingError).
 ReloadConfig = Callable[[object], Awaitable[None]]
-# Callback for request metrics: (model_name, api, status_code, latency_seconds).
-RequestObserver = Callable[[str, str, grpc.StatusCode, float], None]
-
-
-def _noop_observer(model: str, api: str, code: grpc.StatusCode, seconds: float) -> None:
-    return None
 
 
 async def _observed_call(
@@ -70,7 +65,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(
         self,
         service: InferenceService,
-        observer: RequestObserver = _noop_observer,
+        observer: RequestObserver = noop_observer,
         as_tensor_content: bool = True,
     ) -> None:
         self._service = service
@@ -156,26 +151,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
 
 
-def model_metadata_response(
-    service: InferenceService, request: get_model_metadata_pb2.GetModelMetadataRequest
-) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    """get_model_metadata_impl.cc: only the "signature_def" field exists."""
-    if not request.metadata_field:
-        raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
-    for field in request.metadata_field:
-        if field != "signature_def":
-            raise invalid_argument(f"Metadata field {field} is not supported")
-    ref = model_ref_from_spec(request.model_spec)
-    response = get_model_metadata_pb2.GetModelMetadataResponse()
-    with service.manager.get_handle(ref.name, ref.version, ref.label) as handle:
-        packed = any_pb2.Any()
-        packed.Pack(handle.servable.signature_def_map())
-        response.metadata["signature_def"].CopyFrom(packed)
-        response.model_spec.name = handle.servable.name
-        response.model_spec.version.value = handle.servable.version
-    return response
-
-
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, service: InferenceService, reload_config: ReloadConfig) -> None:
         self._service = service
@@ -191,7 +166,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             return model_status_response(self._service.manager, ref)
 
         return await _observed_call(
-            context, _noop_observer, "get_model_status", request.model_spec.name, call
+            context, noop_observer, "get_model_status", request.model_spec.name, call
         )
 
     async def HandleReloadConfigRequest(
@@ -203,14 +178,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             await self._reload_config(request.config)
             return model_management_pb2.ReloadConfigResponse()
 
-        return await _observed_call(context, _noop_observer, "reload_config", "", call)
+        return await _observed_call(context, noop_observer, "reload_config", "", call)
 
 
 def add_services(
     server: grpc.aio.Server,
     service: InferenceService,
     reload_config: ReloadConfig,
-    observer: RequestObserver = _noop_observer,
+    observer: RequestObserver = noop_observer,
     as_tensor_content: bool = True,
 ) -> list[str]:
     """Register both services; returns their full names (for reflection/health)."""

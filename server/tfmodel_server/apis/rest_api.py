@@ -20,7 +20,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from tfmodel_server.apis.grpc_api import RequestObserver, model_metadata_response
+from tfmodel_server.apis.metadata import model_metadata_response
 from tfmodel_server.codecs import json_request as json_tensor
 from tfmodel_server.codecs import json_response
 from tfmodel_server.errors import ServingError, invalid_argument
@@ -30,6 +30,7 @@ from tfmodel_server.model_servers.model_status import (
     status_json,
     status_response,
 )
+from tfmodel_server.monitoring.observers import RequestObserver
 
 log = logging.getLogger(__name__)
 

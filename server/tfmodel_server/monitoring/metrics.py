@@ -39,6 +39,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from tfmodel_server.declared_protos import MonitoringConfigProto
+from tfmodel_server.monitoring.observers import RequestObserver
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,9 +61,6 @@ _API_LABELS = {
     "multi_inference": API_MULTI_INFERENCE,
     "get_model_metadata": "GetModelMetadata",
 }
-
-# (model_name, api, status_code, latency_seconds), as grpc_api.RequestObserver.
-RequestObserver = Callable[[str, str, grpc.StatusCode, float], None]
 
 
 def exponential_buckets(scale: float, growth: float, count: int) -> tuple[float, ...]:
