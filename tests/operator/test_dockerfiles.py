@@ -18,8 +18,8 @@ import requests
 import tomllib
 from packaging.specifiers import SpecifierSet
 
+from tests.ports import free_port
 from tests.server.savedmodels import export_linear
-from tests.server.serverproc import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {"server": ROOT / "Dockerfile.server", "operator": ROOT / "Dockerfile.operator"}

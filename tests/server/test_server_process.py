@@ -19,12 +19,13 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from tests.ports import free_port
 from tests.server.savedmodels import (
     export_linear,
     write_corrupt_version,
     write_partial_version,
 )
-from tests.server.serverproc import ServerProcess, free_port
+from tests.server.serverproc import ServerProcess
 from tests.server.test_grpc_api import predict_request, y_of
 
 MODEL_CONFIG = """model_config_list {{

@@ -424,7 +424,7 @@ def _fast_array(v: object, dtype: int) -> np.ndarray | None:
     leaves = _fast_leaves(v, shape)
     if leaves is None:
         return None
-    np_dtype = tc._NUMPY.get(dtype)
+    np_dtype = tc.NUMPY_DTYPES.get(dtype)
     if np_dtype is None:
         return None
     if not leaves:

@@ -182,7 +182,7 @@ def _render(alias: str, x: np.ndarray) -> np.ndarray | _Raw:
         if x.dtype != np.float64 and x.dtype != np.float32:
             x = x.astype(np.float32)  # half, bfloat16
         return _float_raw(x)
-    if x.dtype == tc._BFLOAT16:
+    if x.dtype == tc.BFLOAT16:
         return _float_raw(x.astype(np.float32))
     if kind in "iub":
         return np.ascontiguousarray(x)

@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (
 from tfmodel_server.codecs import tensor_proto as tc
 from tfmodel_server.errors import ServingError, failed_precondition, invalid_argument
 from tfmodel_server.servables.tensorflow.example_codec import serialized_examples_array
+from tfmodel_server.servables.tensorflow.servable import DEFAULT_SIGNATURE_KEY
 
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 REGRESS_METHOD_NAME = "tensorflow/serving/regress"
@@ -37,7 +38,6 @@ CLASSIFY_OUTPUT_CLASSES = "classes"
 CLASSIFY_OUTPUT_SCORES = "scores"
 REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
-DEFAULT_SIGNATURE_KEY = "serving_default"
 
 
 class TensorInfoLike(Protocol):

@@ -18,69 +18,21 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from tfmodel_server.codecs.dtypes import NUMPY_DTYPES, dtype_name, dtype_string, numpy_to_dtype
 from tfmodel_server.errors import ServingError, failed_precondition, invalid_argument
 
 DEFAULT_SIGNATURE_KEY = "serving_default"
-
-# numpy dtype for each TF dtype a request may carry.
-_NUMPY_DTYPES: dict[int, np.dtype] = {
-    types_pb2.DT_FLOAT: np.dtype(np.float32),
-    types_pb2.DT_DOUBLE: np.dtype(np.float64),
-    types_pb2.DT_HALF: np.dtype(np.float16),
-    types_pb2.DT_INT8: np.dtype(np.int8),
-    types_pb2.DT_INT16: np.dtype(np.int16),
-    types_pb2.DT_INT32: np.dtype(np.int32),
-    types_pb2.DT_INT64: np.dtype(np.int64),
-    types_pb2.DT_UINT8: np.dtype(np.uint8),
-    types_pb2.DT_UINT16: np.dtype(np.uint16),
-    types_pb2.DT_UINT32: np.dtype(np.uint32),
-    types_pb2.DT_UINT64: np.dtype(np.uint64),
-    types_pb2.DT_BOOL: np.dtype(np.bool_),
-    types_pb2.DT_COMPLEX64: np.dtype(np.complex64),
-    types_pb2.DT_COMPLEX128: np.dtype(np.complex128),
-    types_pb2.DT_STRING: np.dtype(object),
-}
-
-# TF's own short names ("float", "int64"), as in its "Expects arg..." errors.
-_TF_SHORT_NAMES: dict[int, str] = {
-    types_pb2.DT_FLOAT: "float",
-    types_pb2.DT_DOUBLE: "double",
-    types_pb2.DT_HALF: "half",
-    types_pb2.DT_BFLOAT16: "bfloat16",
-    types_pb2.DT_INT8: "int8",
-    types_pb2.DT_INT16: "int16",
-    types_pb2.DT_INT32: "int32",
-    types_pb2.DT_INT64: "int64",
-    types_pb2.DT_UINT8: "uint8",
-    types_pb2.DT_UINT16: "uint16",
-    types_pb2.DT_UINT32: "uint32",
-    types_pb2.DT_UINT64: "uint64",
-    types_pb2.DT_BOOL: "bool",
-    types_pb2.DT_STRING: "string",
-    types_pb2.DT_COMPLEX64: "complex64",
-    types_pb2.DT_COMPLEX128: "complex128",
-}
 
 # gRPC code for each TF error code (they share the numbering).
 _GRPC_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def dtype_name(dtype: int) -> str:
-    """'DT_FLOAT' for types_pb2.DT_FLOAT."""
-    try:
-        return types_pb2.DataType.Name(dtype)
-    except ValueError:
-        return f"DT_<{dtype}>"
-
-
 def numpy_dtype_to_tf(dtype: np.dtype) -> int | None:
-    """TF DataType enum for a numpy dtype (strings and objects are DT_STRING)."""
-    if dtype.kind in ("S", "U", "O"):
-        return types_pb2.DT_STRING
-    for tf_dtype, np_dtype in _NUMPY_DTYPES.items():
-        if np_dtype == dtype and tf_dtype != types_pb2.DT_STRING:
-            return tf_dtype
-    return None
+    """TF DataType enum for a numpy dtype (strings and objects are DT_STRING); None if none."""
+    try:
+        return numpy_to_dtype(dtype)
+    except ServingError:
+        return None
 
 
 def status_code_for_tf_error(error: BaseException) -> grpc.StatusCode:
@@ -206,7 +158,7 @@ class Signature:
                     f"input '{info.alias}' expects dtype DT_STRING but holds a {e} value"
                 ) from None
         else:
-            target = _NUMPY_DTYPES.get(info.dtype)
+            target = NUMPY_DTYPES.get(info.dtype)
             if isinstance(value, np.ndarray):
                 array = value  # typed already (a decoded TensorProto): must match exactly
                 if target is not None and array.dtype != target:
@@ -254,8 +206,8 @@ class Signature:
     def _dtype_error(self, info: TensorInfo, got: int | None) -> None:
         got_name = dtype_name(got) if got is not None else "an unsupported type"
         raise invalid_argument(
-            f"Expects arg '{info.alias}' to be {_TF_SHORT_NAMES.get(info.dtype, dtype_name(info.dtype))} "
-            f"but {_TF_SHORT_NAMES.get(got, got_name) if got is not None else got_name} is provided: "
+            f"Expects arg '{info.alias}' to be {dtype_string(info.dtype)} "
+            f"but {dtype_string(got) if got is not None else got_name} is provided: "
             f"signature '{self.key}' input '{info.alias}' has dtype {dtype_name(info.dtype)}, "
             f"request has {got_name}"
         )
