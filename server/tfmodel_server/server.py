@@ -95,6 +95,8 @@ class ModelServer:
             ),
         )
         self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
+        # After the core's own listener: report labels as they move, not only at reload.
+        self.manager.add_listener(self._refresh_pending_labels)
         self.runner: InferenceRunner = self.ext.runner or DirectRunner(options.grpc_max_threads)
         self.service = InferenceService(
             self.manager, self.runner, options.enable_signature_method_name_check
@@ -129,6 +131,9 @@ class ModelServer:
     async def reload_config(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
         """HandleReloadConfigRequest."""
         await self._apply(cfg, "ReloadConfigRequest")
+
+    def _refresh_pending_labels(self) -> None:
+        self.rest_state.config_status["pending_labels"] = self.core.pending_labels()
 
     def _record_reload(self, ok: bool, error: str, source: str) -> None:
         self.rest_state.config_status = {
