@@ -342,9 +342,9 @@ class ServableManager(Generic[S]):
                 if model.configured
                 else set()
             )
-            for record in model.versions.values():
-                if record.loading and record.version not in aspired:
-                    record.cancel_load = True
+            for existing in model.versions.values():
+                if existing.loading and existing.version not in aspired:
+                    existing.cancel_load = True
 
             for version in sorted(aspired, reverse=True):  # highest first, as TF Serving
                 version_dir = on_disk[version]

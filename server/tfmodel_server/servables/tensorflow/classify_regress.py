@@ -50,14 +50,20 @@ class TensorInfoLike(Protocol):
 class SignatureLike(Protocol):
     """What these functions need of servable.Signature."""
 
-    key: str
-    method_name: str
-    inputs: Mapping[str, Any]  # alias -> TensorInfoLike
-    outputs: Mapping[str, Any]
+    # Read-only (properties) so servable.Signature's dict attributes satisfy it.
+    @property
+    def key(self) -> str: ...
+    @property
+    def method_name(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, Any]: ...  # alias -> TensorInfoLike
+    @property
+    def outputs(self) -> Mapping[str, Any]: ...
 
 
-# run(signature, feed keyed by input alias, output aliases) -> outputs keyed by alias
-RunFn = Callable[[SignatureLike, dict[str, np.ndarray], tuple[str, ...]], Mapping[str, np.ndarray]]
+# run(signature, feed keyed by input alias, output aliases) -> outputs keyed by alias.
+# The signature is Any here: callers pass their concrete Signature type back to run.
+RunFn = Callable[[Any, dict[str, np.ndarray], tuple[str, ...]], Mapping[str, np.ndarray]]
 
 
 def signature_debug_string(signature: SignatureLike) -> str:
@@ -199,7 +205,9 @@ def classification_result(
             "Tensors class and score should match in dim_size(1). Got "
             f"{classes.shape[1]} vs. {scores.shape[1]}"
         )
-    num_classes = (classes if classes is not None else scores).shape[1]
+    shaped = classes if classes is not None else scores
+    assert shaped is not None  # the signature check (line ~132) requires classes or scores
+    num_classes = shaped.shape[1]
 
     result = classification_pb2.ClassificationResult()
     labels = _labels(classes) if classes is not None else None
