@@ -2,7 +2,8 @@
 
 The wheel carries only apis/ and config/ protos, not
 servables/tensorflow/session_bundle_config.proto (BatchingParameters) nor
-config/monitoring_config.proto (MonitoringConfig). Both are declared here by
+config/monitoring_config.proto (MonitoringConfig) nor config/ssl_config.proto
+(SSLConfig). Each is declared here by
 their official full names, field names, numbers and types, each in a private
 descriptor pool (never clashing with another copy). Text format only needs
 names, so any file TF Serving reads parses here the same way.
@@ -82,3 +83,24 @@ def _monitoring_config_class():
 
 BatchingParametersProto = _batching_parameters_class()
 MonitoringConfigProto = _monitoring_config_class()
+
+
+def _ssl_config_class():
+    """config/ssl_config.proto: the file --ssl_config_file names."""
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/ssl_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    ssl = file_proto.message_type.add(name="SSLConfig")
+    for name, number, kind in (
+        ("server_key", 1, _FDP.TYPE_STRING),
+        ("server_cert", 2, _FDP.TYPE_STRING),
+        ("custom_ca", 3, _FDP.TYPE_STRING),
+        ("client_verify", 4, _FDP.TYPE_BOOL),
+    ):
+        ssl.field.add(name=name, number=number, type=kind, label=_FDP.LABEL_OPTIONAL)
+    return _message_class(file_proto, "tensorflow.serving.SSLConfig")
+
+
+SSLConfigProto = _ssl_config_class()

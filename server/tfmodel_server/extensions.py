@@ -25,7 +25,7 @@ def build_extensions(options: ServerOptions) -> Extensions:
         try:
             monitoring = load_monitoring_config(options.monitoring_config_file)
         except (MonitoringConfigError, OSError) as e:
-            raise StartupError(f"--monitoring_config_file: {e}") from e
+            raise StartupError(f"INVALID_ARGUMENT: --monitoring_config_file: {e}") from e
         if monitoring.prometheus_enabled:
             metrics = ServingMetrics()
             ext.observer = metrics.request_observer(ENTRYPOINT_GRPC)
@@ -37,7 +37,7 @@ def build_extensions(options: ServerOptions) -> Extensions:
         try:
             params = load_batching_parameters(options.batching_parameters_file or None)
         except (BatchingConfigError, OSError) as e:
-            raise StartupError(f"--batching_parameters_file: {e}") from e
+            raise StartupError(f"INVALID_ARGUMENT: --batching_parameters_file: {e}") from e
         ext.runner = BatchingRunner(params, stats=metrics)
     if options.enable_model_warmup:
         ext.post_load_hook = make_warmup_hook(options.num_request_iterations_for_warmup, metrics)

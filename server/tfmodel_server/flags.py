@@ -7,10 +7,17 @@ Both `--flag=value` and `--flag value` work; boolean flags accept a bare
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-USAGE_EXIT_CODE = 2
+# tensorflow_model_server's main() returns -1 for a bad flag value and for a
+# failed start-up: exit status 255.
+USAGE_EXIT_CODE = 255
+STARTUP_FAILURE_EXIT_CODE = 255
+
+log = logging.getLogger(__name__)
 
 
 def _parse_bool(text: str) -> bool:
@@ -51,10 +58,18 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     workers: int = 1
     drain_timeout_seconds: float = 30.0
+    # --- drop-in fidelity block (see _add_fidelity_flags) ---
+    grpc_socket_path: str = ""
+    ssl_config_file: str = ""
+    rest_api_enable_cors_support: bool = False
+    enable_profiler: bool = True
+    listen_before_models_load: bool = False
+    auth_token_file: str = ""
+    enable_reload_config_rpc: bool = True
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tfmodel-server",
         description="A drop-in for tensorflow_model_server: serves TF SavedModels over "
         "TF Serving's gRPC and REST APIs.",
@@ -120,7 +135,109 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="on SIGTERM, wait this long for in-flight requests",
     )
+    _add_fidelity_flags(p, flag_bool)
     return p
+
+
+# --- drop-in fidelity block ---------------------------------------------------
+# Every other flag `tensorflow_model_server --help` lists (TF Serving's
+# main.cc), then tfmodel's own security and start-up extras.
+
+# Flags that have no effect in this server (GPU, TPU, TFLite, XLA, TF's own
+# caches and thread pools): accepted, and a warning names them when set.
+# name -> (type, default, why it has no effect)
+NO_EFFECT_FLAGS: dict[str, tuple[object, object, str]] = {
+    "enable_per_model_batching_parameters": (bool, False, "per-model batching files"),
+    "num_load_threads": (int, 0, "loads run on one worker thread"),
+    "num_unload_threads": (int, 0, "unloads run on one worker thread"),
+    "flush_filesystem_caches": (bool, True, "no filesystem cache to flush"),
+    "tensorflow_session_parallelism": (int, 0, "use --tensorflow_intra/inter_op_parallelism"),
+    "tensorflow_session_config_file": (str, "", "session ConfigProto files"),
+    "use_alts_credentials": (bool, False, "Google ALTS"),
+    "platform_config_file": (str, "", "PlatformConfigMap (only the TensorFlow platform)"),
+    "per_process_gpu_memory_fraction": (float, 0.0, "GPU"),
+    "remove_unused_fields_from_bundle_metagraph": (bool, True, "metagraph trimming"),
+    "prefer_tflite_model": (bool, False, "TFLite"),
+    "num_tflite_pools": (int, 1, "TFLite"),
+    "num_tflite_interpreters_per_pool": (int, 1, "TFLite"),
+    "xla_cpu_compilation_enabled": (bool, False, "XLA JIT"),
+    "xla_gpu_compilation_enabled": (bool, False, "XLA JIT / GPU"),
+    "thread_pool_factory_config_file": (str, "", "custom thread pools"),
+    "mixed_precision": (str, "", "mixed precision (MKL)"),
+    "skip_initialize_tpu": (bool, False, "TPU"),
+}
+
+
+def _add_fidelity_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
+    p.add_argument(
+        "--grpc_socket_path",
+        default="",
+        help="also serve gRPC on this UNIX socket (unix:PATH), as TF Serving",
+    )
+    p.add_argument(
+        "--ssl_config_file",
+        default="",
+        help="SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): "
+        "TLS on gRPC, and (a tfmodel addition) on REST with the same files",
+    )
+    p.add_argument(
+        "--rest_api_enable_cors_support",
+        default=False,
+        help="add CORS headers to REST responses and answer OPTIONS preflights",
+        **flag_bool,
+    )
+    p.add_argument(
+        "--enable_profiler",
+        default=True,
+        help="TensorFlow profiler service on the gRPC port",
+        **flag_bool,
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    for name, (kind, default, why) in NO_EFFECT_FLAGS.items():
+        extra = flag_bool if kind is bool else {"type": kind}
+        p.add_argument(
+            f"--{name}", default=default, help=f"accepted, no effect here ({why})", **extra
+        )
+    # tfmodel extras, all off by default (TF Serving's behaviour).
+    p.add_argument(
+        "--listen_before_models_load",
+        default=False,
+        help="tfmodel: open the ports at once and load models in the background "
+        "(/readyz tells when they are AVAILABLE); TF Serving opens them only after "
+        "the initial models have loaded",
+        **flag_bool,
+    )
+    p.add_argument(
+        "--auth_token_file",
+        default="",
+        help="tfmodel: require one of the tokens in this file (one a line, re-read "
+        "when it changes) as `authorization` on REST and gRPC; probes stay open",
+    )
+    p.add_argument(
+        "--enable_reload_config_rpc",
+        default=True,
+        help="tfmodel: false refuses ModelService.HandleReloadConfigRequest",
+        **flag_bool,
+    )
+
+
+def _warn_no_effect(ns: argparse.Namespace) -> None:
+    for name, (_, default, why) in NO_EFFECT_FLAGS.items():
+        value = getattr(ns, name)
+        if value != default:
+            print(
+                f"tfmodel-server: warning: --{name}={value} has no effect here ({why})",
+                file=sys.stderr,
+            )
+
+
+class _Parser(argparse.ArgumentParser):
+    """TF Serving's Flags::Parse failure: the usage on stdout, exit 255."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stdout)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
 
 
 def _parse_channel_arguments(text: str, parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -136,13 +253,25 @@ def _parse_channel_arguments(text: str, parser: argparse.ArgumentParser) -> dict
 def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     """Parse and check the command line; exits 2 with a usage message on errors."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns, unknown = parser.parse_known_args(argv)
+    if ns.version:
+        print_version()
+        sys.exit(0)
+    if unknown:
+        # main.cc: "unknown argument: X" and the usage, then start-up goes on.
+        print(f"unknown argument: {unknown[0]}")
+        parser.print_usage(sys.stdout)
     if not ns.model_config_file and not ns.model_base_path:
-        parser.error(
-            "either --model_config_file or --model_base_path (with --model_name) must be set"
+        startup_failure(
+            "INVALID_ARGUMENT: Both server_options.model_base_path and "
+            "server_options.model_config_file are empty!"
         )
     if ns.batching_parameters_file and not ns.enable_batching:
-        parser.error("--batching_parameters_file is set without --enable_batching")
+        startup_failure(
+            "INVALID_ARGUMENT: server_options.batching_parameters_file is set without "
+            "setting server_options.enable_batching to true."
+        )
+    _warn_no_effect(ns)
     if ns.workers < 1:
         parser.error("--workers must be at least 1")
     for name in ("port", "rest_api_port"):
@@ -180,4 +309,31 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         tensorflow_inter_op_parallelism=ns.tensorflow_inter_op_parallelism,
         workers=ns.workers,
         drain_timeout_seconds=ns.drain_timeout_seconds,
+        grpc_socket_path=ns.grpc_socket_path,
+        ssl_config_file=ns.ssl_config_file,
+        rest_api_enable_cors_support=ns.rest_api_enable_cors_support,
+        enable_profiler=ns.enable_profiler,
+        listen_before_models_load=ns.listen_before_models_load,
+        auth_token_file=ns.auth_token_file,
+        enable_reload_config_rpc=ns.enable_reload_config_rpc,
     )
+
+
+def startup_failure(status: str) -> None:
+    """main.cc's message for a failed BuildAndStart (stdout), then exit 255."""
+    print(f"Failed to start server. Error: {status}", flush=True)
+    print(f"tfmodel-server: error: {status}", file=sys.stderr, flush=True)
+    sys.exit(STARTUP_FAILURE_EXIT_CODE)
+
+
+def print_version() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "unknown"
+
+    print(f"TensorFlow ModelServer: tfmodel-{of('tfmodel')}")
+    print(f"TensorFlow Library: {of('tensorflow')}")

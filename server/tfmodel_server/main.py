@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tfmodel_server.flags import ServerOptions, parse_args
+from tfmodel_server.flags import STARTUP_FAILURE_EXIT_CODE, ServerOptions, parse_args
 
 
 def _configure_logging() -> None:
@@ -33,9 +33,11 @@ def run_one(options: ServerOptions) -> int:
         extensions = build_extensions(options)
         return asyncio.run(serve(options, extensions))
     except StartupError as e:
+        # main.cc: "Failed to start server. Error: STATUS" on stdout, exit 255.
         logging.getLogger("tfmodel_server").error("%s", e)
+        print(f"Failed to start server. Error: {e}", flush=True)
         print(f"tfmodel-server: error: {e}", file=sys.stderr)
-        return 1
+        return STARTUP_FAILURE_EXIT_CODE
 
 
 def _run_workers(options: ServerOptions) -> int:

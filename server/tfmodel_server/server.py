@@ -1,8 +1,12 @@
 """Wires manager, config watcher, gRPC and REST onto one event loop.
 
-Start-up order follows TF Serving with one change (its issue #1175): the ports
-open at once and models load in the background; /readyz reports when every
-aspired version is AVAILABLE.
+Start-up order follows TF Serving (server.cc BuildAndStart): the initial
+config is applied and its models loaded first (ServerCore::Create waits for
+them), and only then do the gRPC and REST ports open, so the first request a
+client sends after connecting finds the models. A model that fails to load
+ends start-up (exit 255). `--listen_before_models_load` (a tfmodel opt-in for
+Kubernetes, TF Serving issue #1175) opens the ports at once instead and loads
+in the background; /readyz reports when every model has a version AVAILABLE.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import grpc
 from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfmodel_server.apis.cors import cors_middleware
 from tfmodel_server.apis.grpc_api import add_services
 from tfmodel_server.apis.rest_api import RestState, build_app
-from tfmodel_server.core.manager import ManagerOptions, ServableManager
+from tfmodel_server.core.manager import AVAILABLE, ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
 from tfmodel_server.flags import ServerOptions
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
@@ -28,6 +33,9 @@ from tfmodel_server.inference.service import InferenceService
 from tfmodel_server.model_servers import config_file as config_lib
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
+from tfmodel_server.security import tls
+from tfmodel_server.security.auth import TokenFileError, TokenStore
+from tfmodel_server.security.interceptors import TokenInterceptor, rest_token_middleware
 from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
 from tfmodel_server.servables.tensorflow.servable import Servable
 from tfmodel_server.sources.file_system import FileSystemSource
@@ -36,7 +44,10 @@ log = logging.getLogger(__name__)
 
 
 class StartupError(Exception):
-    """A bad flag value or config file found before serving starts (exit 1)."""
+    """A bad flag value, config file or initial model found before serving starts.
+
+    The message is a TF Serving status ("INVALID_ARGUMENT: ..."); exit 255.
+    """
 
 
 @dataclass
@@ -69,7 +80,7 @@ def initial_config(
         config_lib.validate_model_server_config(cfg, "--model_base_path")
         return cfg, None
     except config_lib.ConfigError as e:
-        raise StartupError(str(e)) from e
+        raise StartupError(f"INVALID_ARGUMENT: {e}") from e
 
 
 class ModelServer:
@@ -110,6 +121,14 @@ class ModelServer:
         self._health = None
         self.grpc_port = 0
         self.rest_port = 0
+        try:
+            self._ssl = (
+                tls.load_ssl_config(options.ssl_config_file) if options.ssl_config_file else None
+            )
+            self._tokens = TokenStore(options.auth_token_file) if options.auth_token_file else None
+            self._rest_ssl = tls.rest_ssl_context(self._ssl) if self._ssl is not None else None
+        except (tls.SSLConfigError, TokenFileError) as e:
+            raise StartupError(f"INVALID_ARGUMENT: {e}") from e
 
     # --- config -----------------------------------------------------------------
     async def _apply(
@@ -129,7 +148,13 @@ class ModelServer:
         self._record_reload(True, "", source)
 
     async def reload_config(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
-        """HandleReloadConfigRequest."""
+        """HandleReloadConfigRequest (it loads any path the process can read: behind
+        --auth_token_file when set, refused with --enable_reload_config_rpc=false)."""
+        if not self.options.enable_reload_config_rpc:
+            raise ServingError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "HandleReloadConfigRequest is disabled (--enable_reload_config_rpc=false)",
+            )
         await self._apply(cfg, "ReloadConfigRequest")
 
     def _refresh_pending_labels(self) -> None:
@@ -181,15 +206,43 @@ class ModelServer:
         watcher: config_lib.ConfigFileWatcher | None = None,
     ) -> None:
         opts = self.options
-        if opts.port:
-            await self._start_grpc()
-        if opts.rest_api_port:
-            await self._start_rest()
-        await self.manager.start()
-        self._tasks.append(asyncio.create_task(self._apply_initial(cfg)))
+        if opts.listen_before_models_load:
+            await self._open_ports()
+            await self.manager.start()
+            self._tasks.append(asyncio.create_task(self._apply_initial(cfg)))
+        else:
+            await self.manager.start()
+            await self._load_initial_models(cfg)
+            await self._open_ports()
         if watcher is not None and opts.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(asyncio.create_task(self._watch_config_file(watcher)))
         log.info("serving: gRPC on %s, REST on %s", self.grpc_port or "-", self.rest_port or "-")
+
+    async def _open_ports(self) -> None:
+        if self.options.port:
+            await self._start_grpc()
+        if self.options.rest_api_port:
+            await self._start_rest()
+
+    async def _load_initial_models(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
+        """ServerCore::Create: apply the config and wait; models that end up with no
+        AVAILABLE version after a failed load end start-up, as in TF Serving."""
+        try:
+            await self._apply(cfg, self.options.model_config_file or "--model_base_path", True)
+        except ServingError as e:
+            raise StartupError(f"{e.code.name}: {e.message}") from e
+        failed = [
+            f"{{name: {info.name} version: {v.version}}}"
+            for info in self.manager.list_models()
+            if not any(v.state == AVAILABLE for v in info.versions)
+            for v in info.versions
+            if v.error_code != grpc.StatusCode.OK
+        ]
+        if failed:
+            raise StartupError(
+                f"UNKNOWN: {len(failed)} servable(s) did not become available: "
+                f"{{{', '.join(failed)}}}"
+            )
 
     async def _start_grpc(self) -> None:
         opts = self.options
@@ -200,7 +253,8 @@ class ModelServer:
         ]
         for key, value in opts.grpc_channel_arguments.items():
             channel_opts.append((key, int(value) if value.lstrip("-").isdigit() else value))
-        server = grpc.aio.server(options=channel_opts)
+        interceptors = [TokenInterceptor(self._tokens)] if self._tokens else []
+        server = grpc.aio.server(options=channel_opts, interceptors=interceptors)
         names = add_services(
             server,
             self.service,
@@ -219,10 +273,28 @@ class ModelServer:
         from grpc_reflection.v1alpha import reflection
 
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-        self.grpc_port = server.add_insecure_port(f"{opts.bind_address}:{opts.port}")
+        if opts.enable_profiler:
+            from tfmodel_server.apis.profiler import add_profiler_service
+
+            add_profiler_service(server)
+
+        def listen(address: str) -> int:
+            if self._ssl is not None:
+                return server.add_secure_port(address, tls.grpc_server_credentials(self._ssl))
+            return server.add_insecure_port(address)
+
+        try:
+            self.grpc_port = listen(f"{opts.bind_address}:{opts.port}")
+            if opts.grpc_socket_path:
+                listen(f"unix:{opts.grpc_socket_path}")
+        except RuntimeError:
+            self.grpc_port = 0
         if not self.grpc_port:
-            raise StartupError(f"cannot bind gRPC port {opts.bind_address}:{opts.port}")
+            raise StartupError("INVALID_ARGUMENT: Failed to BuildAndStart gRPC server")
         await server.start()
+        log.info("Running gRPC ModelServer at %s:%s ...", opts.bind_address, self.grpc_port)
+        if opts.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", opts.grpc_socket_path)
         self._grpc = server
 
     async def _start_rest(self) -> None:
@@ -233,17 +305,27 @@ class ModelServer:
             self.ext.rest_observer or _noop,
             opts.rest_api_timeout_in_ms / 1000.0,
             self.ext.rest_routes,
+            middlewares=[
+                *([cors_middleware()] if opts.rest_api_enable_cors_support else []),
+                *([rest_token_middleware(self._tokens)] if self._tokens else []),
+            ],
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(
-            runner, opts.bind_address, opts.rest_api_port, reuse_port=opts.workers > 1
+            runner,
+            opts.bind_address,
+            opts.rest_api_port,
+            reuse_port=opts.workers > 1,
+            ssl_context=self._rest_ssl,
         )
         try:
             await site.start()
         except OSError as e:
             await runner.cleanup()
-            raise StartupError(f"cannot bind REST port {opts.rest_api_port}: {e}") from e
+            raise StartupError(
+                f"INVALID_ARGUMENT: cannot bind REST port {opts.rest_api_port}: {e}"
+            ) from e
         sockets = site._server.sockets if site._server else []  # noqa: SLF001
         self.rest_port = sockets[0].getsockname()[1] if sockets else opts.rest_api_port
         self._rest = runner

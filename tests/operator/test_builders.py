@@ -149,6 +149,7 @@ def test_deployment_mounts_config_directory_and_passes_flags():
         "--model_config_file=/etc/tfmodel/models.config",
         "--model_config_file_poll_wait_seconds=10",
         "--file_system_poll_wait_seconds=1",
+        "--listen_before_models_load",
         # Pods start with labels in models.config (see the CRD field's description).
         "--allow_version_labels_for_unavailable_models",
     ]

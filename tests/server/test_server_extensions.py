@@ -80,5 +80,5 @@ def test_bad_batching_file_fails_startup(tmp_path):
         "--enable_batching",
         f"--batching_parameters_file={bad}",
     )
-    assert result.returncode == 1
+    assert result.returncode == 255
     assert str(bad) in result.stderr

@@ -106,16 +106,72 @@ def test_help_lists_tf_serving_flags():
         assert flag in result.stdout
 
 
-def test_no_model_is_usage_error():
+def test_no_model_fails_start_up_as_tf_serving():
     result = run_cli("--port=0", "--rest_api_port=0")
-    assert result.returncode == 2
-    assert "--model_config_file" in result.stderr
+    assert result.returncode == 255
+    assert result.stdout.strip().endswith(
+        "Failed to start server. Error: INVALID_ARGUMENT: Both server_options.model_base_path "
+        "and server_options.model_config_file are empty!"
+    )
 
 
-def test_batching_file_without_batching_is_usage_error(tmp_path):
+def test_batching_file_without_batching_fails_start_up(tmp_path):
     result = run_cli(f"--model_base_path={tmp_path}", f"--batching_parameters_file={tmp_path}/b")
-    assert result.returncode == 2
-    assert "--enable_batching" in result.stderr
+    assert result.returncode == 255
+    assert "server_options.enable_batching" in result.stdout
+
+
+def test_bad_flag_value_prints_usage_exits_255(tmp_path):
+    result = run_cli(f"--model_base_path={tmp_path}", "--port=eighty")
+    assert result.returncode == 255
+    assert result.stdout.startswith("usage: ")
+    assert "--port" in result.stderr
+
+
+def test_version_flag():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("TensorFlow ModelServer: ")
+    assert "TensorFlow Library: " in result.stdout
+
+
+def test_every_tf_serving_flag_is_accepted(tmp_path):
+    """main.cc's flag list; the ones without meaning here warn, none stops start-up."""
+    base = tmp_path / "m"
+    export_linear(base, 1, 2.0, 0.0)
+    with ServerProcess(
+        f"--model_base_path={base}",
+        "--model_name=m",
+        f"--grpc_socket_path={tmp_path / 'grpc.sock'}",
+        "--rest_api_num_threads=4",
+        "--rest_api_enable_cors_support=false",
+        "--enable_per_model_batching_parameters=false",
+        "--num_load_threads=2",
+        "--num_unload_threads=2",
+        "--flush_filesystem_caches=true",
+        "--tensorflow_session_parallelism=0",
+        "--use_alts_credentials=false",
+        "--per_process_gpu_memory_fraction=0.5",
+        "--remove_unused_fields_from_bundle_metagraph=true",
+        "--prefer_tflite_model=true",
+        "--num_tflite_pools=2",
+        "--num_tflite_interpreters_per_pool=1",
+        "--xla_cpu_compilation_enabled=false",
+        "--xla_gpu_compilation_enabled=false",
+        "--enable_profiler=true",
+        "--mixed_precision=bfloat16",
+        "--skip_initialize_tpu=true",
+        "--enable_signature_method_name_check=false",
+        "--no_such_flag=1",
+    ) as server:
+        server.wait_ready()
+        response = server.prediction_stub().Predict(predict_request("m", [1.0]), timeout=10)
+        assert response.model_spec.version.value == 1
+        log = server.log()
+    assert "unknown argument: --no_such_flag=1" in log
+    for flag in ("prefer_tflite_model", "per_process_gpu_memory_fraction", "mixed_precision"):
+        assert f"warning: --{flag}=" in log
+    assert "warning: --flush_filesystem_caches" not in log  # default value: silent
 
 
 def test_bad_config_file_exits_naming_file_and_line(tmp_path):
@@ -126,10 +182,72 @@ def test_bad_config_file_exits_naming_file_and_line(tmp_path):
     result = run_cli(
         f"--model_config_file={config}", f"--port={free_port()}", f"--rest_api_port={free_port()}"
     )
-    assert result.returncode == 1
+    assert result.returncode == 255
     assert str(config) in result.stderr
-    assert "4" in result.stderr  # the line of bogus_field
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig: 4:" in result.stderr
     assert "bogus_field" in result.stderr
+    assert (
+        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{config}'"
+        in (result.stdout)
+    )
+
+
+def test_initial_model_that_fails_to_load_ends_start_up(tmp_path):
+    """ServerCore::Create waits for the initial models; one that fails stops start-up."""
+    base = tmp_path / "m"
+    write_corrupt_version(base, 1)
+    result = run_cli(
+        "--model_name=m",
+        f"--model_base_path={base}",
+        f"--port={free_port()}",
+        f"--rest_api_port={free_port()}",
+        "--max_num_load_retries=0",
+        timeout=240,
+    )
+    assert result.returncode == 255
+    assert "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available" in (
+        result.stdout
+    )
+
+
+def test_ports_open_only_after_initial_models_load(tmp_path):
+    """The first RPC a client can make finds the model (TF Serving's start-up order)."""
+    base = tmp_path / "m"
+    export_linear(base, 1, 2.0, 0.0)
+    server = ServerProcess("--model_name=m", f"--model_base_path={base}").start()
+    try:
+        first: list = []
+
+        def connected() -> bool:
+            try:
+                first.append(
+                    server.prediction_stub().Predict(predict_request("m", [1.0]), timeout=5)
+                )
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, e.details()  # not NOT_FOUND
+                return False
+            return True
+
+        server.wait_for(connected, 240, "first RPC")
+        assert first[0].model_spec.version.value == 1
+    finally:
+        server.stop()
+
+
+def test_listen_before_models_load_opens_ports_at_once(tmp_path):
+    """The opt-in Kubernetes mode: probes answer while the base path is still empty."""
+    base = tmp_path / "m"
+    base.mkdir()
+    with ServerProcess(
+        "--model_name=m",
+        f"--model_base_path={base}",
+        "--listen_before_models_load",
+        "--file_system_poll_wait_seconds=0.2",
+    ) as server:
+        server.wait_healthy()
+        assert requests.get(f"{server.rest}/readyz", timeout=5).status_code == 503
+        export_linear(base, 1, 2.0, 0.0)
+        server.wait_ready()
 
 
 def test_flags_accept_both_spellings(tmp_path):

@@ -31,6 +31,7 @@ from tfmodel_server.inference.service import (
     model_ref_from_spec,
 )
 from tfmodel_server.model_servers.model_status import model_status_response
+from tfmodel_server.monitoring import request_context
 from tfmodel_server.monitoring.observers import RequestObserver, noop_observer
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ async def _observed_call(
     call: Callable[[], Awaitable[object]],
 ):
     """Time one RPC; ServingError becomes the RPC status, anything else INTERNAL."""
+    request_context.begin()
     start = time.perf_counter()
     try:
         response = await call()

@@ -30,6 +30,7 @@ from tfmodel_server.model_servers.model_status import (
     status_json,
     status_response,
 )
+from tfmodel_server.monitoring import request_context
 from tfmodel_server.monitoring.observers import RequestObserver
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class RestHandlers:
     async def dispatch_v1(self, request: web.Request) -> web.Response:
         """Every /v1/... request; matched on the raw path as TF Serving does."""
         path = request.raw_path.split("?", 1)[0]
+        request_context.begin()
         start = time.perf_counter()
         api, model = "unknown", ""
         try:
@@ -226,10 +228,15 @@ def build_app(
     observer: RequestObserver,
     timeout_seconds: float,
     extra_routes: list[tuple[str, str, Callable]] | None = None,
+    middlewares: list[Callable] | None = None,
 ) -> web.Application:
+    """`middlewares` (CORS, token check) run outside the in-flight count."""
     handlers = RestHandlers(service, state, observer, timeout_seconds)
     # TF Serving accepts JSON bodies of any size; 2 GiB mirrors its proto limit.
-    app = web.Application(middlewares=[_in_flight_middleware(state)], client_max_size=2**31 - 1)
+    app = web.Application(
+        middlewares=[*(middlewares or []), _in_flight_middleware(state)],
+        client_max_size=2**31 - 1,
+    )
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     for method, path, handler in extra_routes or []:

@@ -9,6 +9,7 @@ wire formats.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from tensorflow_serving.apis import (
 from tfmodel_server.core.manager import ServableManager
 from tfmodel_server.errors import invalid_argument
 from tfmodel_server.inference.runner import InferenceRunner
+from tfmodel_server.monitoring.request_context import note_runtime, note_served
 from tfmodel_server.servables.tensorflow import classify_regress
 from tfmodel_server.servables.tensorflow.servable import Servable, Signature
 
@@ -71,9 +73,18 @@ class InferenceService:
             signature = handle.servable.signature(signature_name)
             if callable(inputs):
                 inputs = inputs(signature)
+            note_served(handle.servable.version, signature.key)
             arrays = signature.validate_inputs(inputs)
-            outputs = await self.runner.run(handle.servable, signature, arrays, output_filter)
+            outputs = await self._run(handle.servable, signature, arrays, output_filter)
             return _served(handle.servable, signature), outputs
+
+    async def _run(self, servable, signature, arrays, output_filter) -> dict[str, np.ndarray]:
+        """The runner call, timed for :tensorflow:serving:runtime_latency."""
+        start = time.perf_counter()
+        try:
+            return await self.runner.run(servable, signature, arrays, output_filter)
+        finally:
+            note_runtime(time.perf_counter() - start)
 
     async def classify(
         self, ref: ModelRef, signature_name: str, request_input: input_pb2.Input
@@ -91,8 +102,9 @@ class InferenceService:
         feed_fn, result_fn = steps
         with self.manager.get_handle(ref.name, ref.version, ref.label) as handle:
             signature = handle.servable.signature(signature_name)
+            note_served(handle.servable.version, signature.key)
             feed = feed_fn(signature, request_input, check_method_name=self.check_method_name)
-            outputs = await self.runner.run(handle.servable, signature, feed, ())
+            outputs = await self._run(handle.servable, signature, feed, ())
             result = result_fn(signature, outputs, _num_examples(feed))
             return _served(handle.servable, signature), result
 
@@ -106,14 +118,22 @@ class InferenceService:
         first = model_ref_from_spec(request.tasks[0].model_spec)
         with self.manager.get_handle(first.name, first.version, first.label) as handle:
             servable = handle.servable
-            return await asyncio.to_thread(
-                classify_regress.run_multi_inference,
-                request,
-                servable.signatures,
-                lambda signature, feed, wanted: signature.run(feed, wanted),
-                servable.version,
-                check_method_name=self.check_method_name,
-            )
+            note_served(servable.version, request.tasks[0].model_spec.signature_name)
+            start = time.perf_counter()
+            try:
+                return await self._multi_inference_in_thread(request, servable)
+            finally:
+                note_runtime(time.perf_counter() - start)
+
+    async def _multi_inference_in_thread(self, request, servable: Servable):
+        return await asyncio.to_thread(
+            classify_regress.run_multi_inference,
+            request,
+            servable.signatures,
+            lambda signature, feed, wanted: signature.run(feed, wanted),
+            servable.version,
+            check_method_name=self.check_method_name,
+        )
 
 
 _CLASSIFY = (classify_regress.classification_feed, classify_regress.classification_result)

@@ -34,11 +34,12 @@ def parse_model_server_config(text: str, source: str) -> model_server_config_pb2
     except text_format.ParseError as e:
         line, column = e.GetLine(), e.GetColumn()
         problem = re.sub(r"^\d+:\d+\s*:\s*", "", str(e))
-        if line is not None:
-            raise ConfigError(
-                f"{source}:{line}:{column}: invalid model config: {problem}"
-            ) from None
-        raise ConfigError(f"{source}: invalid model config: {problem}") from None
+        # TF Serving's words: protobuf's text-format error, then main.cc's status.
+        where = f"{line}:{column}: " if line is not None else ""
+        raise ConfigError(
+            f"Invalid protobuf file: '{source}': Error parsing text-format "
+            f"tensorflow.serving.ModelServerConfig: {where}{problem}"
+        ) from None
     return config
 
 

@@ -39,6 +39,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from tfmodel_server.declared_protos import MonitoringConfigProto
+from tfmodel_server.monitoring import request_context
 from tfmodel_server.monitoring.observers import RequestObserver
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
@@ -356,7 +357,15 @@ class ServingMetrics:
         """Adapter for the API layers' (model, api, code, seconds) callback."""
 
         def observe(model_name: str, api: str, code: grpc.StatusCode, seconds: float) -> None:
-            self.record_request(model_name, api, entrypoint, code, seconds * 1e6)
+            # Version, signature and TF run time of this request (request_context).
+            record = request_context.current()
+            version = record.version if record is not None else None
+            signature = record.signature if record is not None else None
+            self.record_request(
+                model_name, api, entrypoint, code, seconds * 1e6, version, signature
+            )
+            if record is not None and record.runtime_seconds is not None:
+                self.record_runtime(model_name, api, record.runtime_seconds * 1e6)
 
         return observe
 

@@ -364,7 +364,6 @@ def run_multi_inference(
     multi_inference_model_name(request)
     plans: list[tuple[Any, SignatureLike, tuple[str, ...]]] = []
     seen: set[str] = set()
-    input_tensor = None
     for task in request.tasks:
         key = task.model_spec.signature_name or DEFAULT_SIGNATURE_KEY
         if key in seen:
@@ -382,11 +381,8 @@ def run_multi_inference(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"Unsupported signature method_name: {task.method_name}",
             )
-        tensor_name = signature.inputs[CLASSIFY_INPUTS].tensor_name
-        if input_tensor is None:
-            input_tensor = tensor_name
-        elif input_tensor != tensor_name:
-            raise invalid_argument("Input tensor must be the same for all Signatures.")
+        # Signatures may read the Examples from different tensors (a TF2 export has
+        # one placeholder per signature); multi_inference.cc feeds the set of them.
         _check_string_input(signature, CLASSIFY_INPUTS)
         plans.append((task, signature, wanted))
 
