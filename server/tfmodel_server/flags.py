@@ -52,7 +52,7 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
     monitoring_config_file: str = ""
-    enable_serialization_as_tensor_content: bool = True
+    enable_serialization_as_tensor_content: bool = False
     enable_signature_method_name_check: bool = False
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
@@ -116,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable_signature_method_name_check", default=False, **flag_bool)
     p.add_argument(
         "--enable_serialization_as_tensor_content",
-        default=True,
-        help="numeric outputs in tensor_content (fast); false fills float_val etc. as "
-        "tensorflow_model_server does by default, for clients that read *_val fields",
+        default=False,
+        help="numeric outputs in tensor_content; the default (false, as in "
+        "tensorflow_model_server) fills float_val etc., which clients such as "
+        "mnist_client.py read",
         **flag_bool,
     )
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)

@@ -260,19 +260,25 @@ def test_flags_accept_both_spellings(tmp_path):
         np.testing.assert_allclose(y_of(response), [2.0])
 
 
-def test_typed_val_outputs_for_clients_reading_float_val(tmp_path):
+def test_typed_val_outputs_by_default_tensor_content_on_request(tmp_path):
     base = tmp_path / "m"
     export_linear(base, 1, 2.0, 0.0)
+    with ServerProcess("--model_name=m", f"--model_base_path={base}") as server:
+        server.wait_ready()
+        response = server.prediction_stub().Predict(predict_request("m", [1.0, 3.0]), timeout=10)
+        # TF Serving's default; mnist_client.py style: read the typed field directly.
+        assert list(response.outputs["y"].float_val) == [2.0, 6.0]
+        assert not response.outputs["y"].tensor_content
     with ServerProcess(
         "--model_name=m",
         f"--model_base_path={base}",
-        "--enable_serialization_as_tensor_content=false",
+        "--enable_serialization_as_tensor_content=true",
     ) as server:
         server.wait_ready()
         response = server.prediction_stub().Predict(predict_request("m", [1.0, 3.0]), timeout=10)
-        # mnist_client.py style: read the typed field directly.
-        assert list(response.outputs["y"].float_val) == [2.0, 6.0]
-        assert not response.outputs["y"].tensor_content
+        assert not response.outputs["y"].float_val
+        np.testing.assert_allclose(y_of(response), [2.0, 6.0])
+        assert response.outputs["y"].tensor_content
 
 
 def test_versions_come_and_go_on_disk(tmp_path):

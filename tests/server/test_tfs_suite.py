@@ -46,14 +46,6 @@ from tests.server.tfs_testdata import VERSION, TfsTestData
 
 RPC_TIMEOUT = 20.0
 
-# VerifyPredictRequest reads outputs['y'].float_val, which needs TF Serving's
-# default --enable_serialization_as_tensor_content=false; that default lands from
-# the perf branch (wt/perf). Flip these at merge (remove the mark).
-needs_typed_default = pytest.mark.xfail(
-    strict=True,
-    reason="needs the TF Serving default --enable_serialization_as_tensor_content=false "
-    "(typed float_val outputs) from the perf branch",
-)
 HTTP_REST_TIMEOUT_MS = 5000
 WAIT_FOR_SERVER_READY_INT_SECS = 60
 
@@ -318,7 +310,6 @@ def test_multi_inference_tf2(servers, testdata):
     _multi_inference(servers, testdata.half_plus_two_tf2)
 
 
-@needs_typed_default
 def test_predict_saved_model(servers, testdata):
     """_TestPredict: with and without output_filter."""
     server = servers.run("default", testdata.half_plus_two)
@@ -327,7 +318,6 @@ def test_predict_saved_model(servers, testdata):
     verify_predict_request(grpc_address(server), 3.0, version, specify_output=False)
 
 
-@needs_typed_default
 def test_good_model_config(servers, testdata):
     server = servers.run(None, None, model_config_file=testdata.good_model_config)
     address = grpc_address(server)
@@ -360,7 +350,6 @@ _BASE_CONFIG = """
 """
 
 
-@needs_typed_default
 def test_model_config_reload(servers, testdata, tmp_path):
     config_path = tmp_path / "model_config.txt"
     config_path.write_text(
@@ -393,7 +382,6 @@ def test_model_config_reload(servers, testdata, tmp_path):
     )
 
 
-@needs_typed_default
 def test_model_config_reload_with_zero_poll_period(servers, testdata, tmp_path):
     config_path = tmp_path / "model_config.txt"
     config_path.write_text(
@@ -425,7 +413,6 @@ def test_model_config_reload_with_zero_poll_period(servers, testdata, tmp_path):
     assert server.version_states("half_plus_three") == {}
 
 
-@needs_typed_default
 def test_good_grpc_channel_args(servers, testdata):
     server = servers.run(
         "default",
@@ -440,7 +427,6 @@ def test_good_grpc_channel_args(servers, testdata):
     )
 
 
-@needs_typed_default
 def test_predict_uds(servers, testdata):
     server = servers.run("default", testdata.half_plus_two)
     verify_predict_request(
@@ -618,7 +604,6 @@ tf.saved_model.save(root, sys.argv[1],
 """
 
 
-@needs_typed_default
 def test_tf_saved_model_save(servers, tmp_path):
     base_path = tmp_path / "tf_saved_model_save"
     _save_in_subprocess(_TF_SAVED_MODEL_SAVE, base_path / "00000123")
@@ -628,7 +613,6 @@ def test_tf_saved_model_save(servers, tmp_path):
     )
 
 
-@needs_typed_default
 def test_tf_saved_model_save_multiple_signatures(servers, tmp_path):
     base_path = tmp_path / "tf_saved_model_save"
     _save_in_subprocess(_TF_SAVED_MODEL_SAVE_MULTIPLE, base_path / "00000123")
@@ -665,7 +649,6 @@ tf.saved_model.save(model, sys.argv[1])
 """
 
 
-@needs_typed_default
 def test_sequential_keras_saved_model_save(servers, tmp_path):
     base_path = tmp_path / "keras_sequential_saved_model_save"
     _save_in_subprocess(_KERAS_SEQUENTIAL, base_path / "00000123", legacy_keras=True)
@@ -679,7 +662,6 @@ def test_sequential_keras_saved_model_save(servers, tmp_path):
     )
 
 
-@needs_typed_default
 def test_distrat_sequential_keras_saved_model_save(servers, tmp_path):
     base_path = tmp_path / "keras_sequential_saved_model_save"
     _save_in_subprocess(_KERAS_DISTRIBUTED, base_path / "00000123", legacy_keras=True)

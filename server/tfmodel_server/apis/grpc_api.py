@@ -68,7 +68,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self,
         service: InferenceService,
         observer: RequestObserver = noop_observer,
-        as_tensor_content: bool = True,
+        as_tensor_content: bool = False,
     ) -> None:
         self._service = service
         self._observer = observer
@@ -188,7 +188,7 @@ def add_services(
     service: InferenceService,
     reload_config: ReloadConfig,
     observer: RequestObserver = noop_observer,
-    as_tensor_content: bool = True,
+    as_tensor_content: bool = False,
 ) -> list[str]:
     """Register both services; returns their full names (for reflection/health)."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
