@@ -59,7 +59,9 @@ def test_parse_error_names_file_line_and_problem():
     with pytest.raises(ConfigError) as info:
         parse_model_server_config(text, "/etc/models/models.config")
     message = str(info.value)
-    assert message.startswith("/etc/models/models.config:4:")
+    # TF Serving's wording (util.cc ParseProtoTextFile), with the line:column.
+    assert message.startswith("Invalid protobuf file: '/etc/models/models.config'")
+    assert " 4:5: " in message
     assert "bse_path" in message
     assert isinstance(info.value, ValueError)
 
@@ -67,7 +69,7 @@ def test_parse_error_names_file_line_and_problem():
 def test_parse_error_unterminated():
     with pytest.raises(ConfigError) as info:
         parse_model_server_config('model_config_list {\n config { name: "a"\n', "x.config")
-    assert str(info.value).startswith("x.config:")
+    assert str(info.value).startswith("Invalid protobuf file: 'x.config'")
 
 
 @pytest.mark.parametrize(
@@ -232,7 +234,7 @@ def test_watcher_reports_bad_content_once_then_picks_up_good(tmp_path):
     cm.publish({"models.config": "model_config_list {\n  config { nam: 'x' }\n}\n"})
     with pytest.raises(ConfigError) as info:
         watcher.read_if_changed()
-    assert "models.config:2:" in str(info.value)
+    assert "models.config': " in str(info.value) and " 2:12: " in str(info.value)
     assert watcher.read_if_changed() is None  # same bad content: reported once
     assert watcher.last_good.model_config_list.config[0].name == "good"
 
