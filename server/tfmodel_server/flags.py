@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # tensorflow_model_server's main() returns -1 for a bad flag value and for a
 # failed start-up: exit status 255.
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A drop-in for tensorflow_model_server: serves TF SavedModels over "
         "TF Serving's gRPC and REST APIs.",
     )
-    flag_bool = {"type": _parse_bool, "nargs": "?", "const": True}
+    flag_bool: dict[str, Any] = {"type": _parse_bool, "nargs": "?", "const": True}
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0 disables gRPC)")
     p.add_argument(
         "--rest_api_port", type=int, default=8501, help="HTTP/REST port (0 disables REST)"

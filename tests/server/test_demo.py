@@ -151,3 +151,27 @@ def test_client_reports_failed_rpcs_for_an_unknown_model(server, capsys):
     result = do_inference(server.grpc_target, 2, 4, "no-such-model", progress=False)
     assert result.failed_rpcs == 4 and result.error_rate == 1.0
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_mnist_client_request_and_response_code_unchanged(server, loaded):
+    """TF Serving's example/mnist_client.py, its request and callback code as written
+    there, against default flags: it reads outputs['scores'].float_val."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    split = load_digits_split()
+    channel = grpc.insecure_channel(server.grpc_target)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    predictions = []
+    for image in split.test_images[:10]:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "mnist"
+        request.model_spec.signature_name = "predict_images"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(image, shape=[1, image.size]))
+        result_future = stub.Predict.future(request, 5.0)  # 5 seconds
+        response = np.array(result_future.result().outputs["scores"].float_val)
+        predictions.append(int(np.argmax(response)))
+    channel.close()
+    scores = loaded.signatures["predict_images"](images=tf.constant(split.test_images[:10]))
+    assert predictions == scores["scores"].numpy().argmax(axis=1).tolist()

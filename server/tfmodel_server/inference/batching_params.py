@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 
 from tfmodel_server.declared_protos import BatchingParametersProto
+from tfmodel_server.flag_files import read_flag_file
 
 DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_TIMEOUT_MICROS = 0
@@ -124,11 +125,6 @@ def load_batching_parameters(path: str | os.PathLike | None) -> BatchingParams:
     """Read --batching_parameters_file; empty path -> TF Serving's defaults."""
     if not path:
         return BatchingParams()
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise BatchingConfigError(
-            f"Cannot read batching parameters file {path}: {e.strerror or e}"
-        ) from None
-    return parse_batching_parameters(text, str(path))
+    return parse_batching_parameters(
+        read_flag_file(path, "batching parameters file", BatchingConfigError), str(path)
+    )

@@ -39,6 +39,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from tfmodel_server.declared_protos import MonitoringConfigProto
+from tfmodel_server.flag_files import read_flag_file
 from tfmodel_server.monitoring import request_context
 from tfmodel_server.monitoring.observers import RequestObserver
 
@@ -107,14 +108,9 @@ def load_monitoring_config(path: str | os.PathLike | None) -> MonitoringOptions:
     """Read --monitoring_config_file; empty path -> monitoring off."""
     if not path:
         return MonitoringOptions()
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise MonitoringConfigError(
-            f"Cannot read monitoring config file {path}: {e.strerror or e}"
-        ) from None
-    return parse_monitoring_config(text, str(path))
+    return parse_monitoring_config(
+        read_flag_file(path, "monitoring config file", MonitoringConfigError), str(path)
+    )
 
 
 # ---- metric families (thread-safe, no _created samples) ---------------------
