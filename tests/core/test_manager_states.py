@@ -181,6 +181,8 @@ async def test_unload_waits_for_the_last_handle(rig):
     assert not first.servable.unloaded, "one handle is still held"
     second.release()
     await eventually(lambda: first.servable.unloaded, "unloaded after the last release")
+    # END is recorded just after the loader's unload returns.
+    await eventually(lambda: state_of(manager, "m")[1] == "END", "v1 END")
     assert state_of(manager, "m") == {2: "AVAILABLE", 1: "END"}
 
 
