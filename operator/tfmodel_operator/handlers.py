@@ -25,13 +25,34 @@ def _api_client() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
+# Where earlier releases kept the diff base; removed on the first handling after an upgrade.
+LEGACY_DIFFBASE_ANNOTATION = f"{names.GROUP}/last-handled-configuration"
+
+
+class StatusDiffBase(kopf.StatusDiffBaseStorage):
+    """kopf's diff base (the last handled spec, as one JSON string) in status, not annotations.
+
+    All annotations of an object share 262144 bytes, so a spec that size or larger (valid:
+    the CRD allows 64 models with long paths and many labels) failed to be handled at all.
+    A status field shares only the object's own limit (etcd's 1.5 MiB request size) with the
+    spec it copies, so any spec up to about 700 KiB works.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(field=f"status.{names.STATUS_DIFFBASE}")
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        super().store(body=body, patch=patch, essence=essence)
+        if LEGACY_DIFFBASE_ANNOTATION in body.metadata.annotations:
+            patch.metadata.annotations[LEGACY_DIFFBASE_ANNOTATION] = None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Progress and diff-base in our own annotations; kopf writes nothing into status.
+    # Progress (written only while a handler retries) in our own annotations; the diff base
+    # in status (see StatusDiffBase).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = StatusDiffBase()
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
     # Only warnings become Kubernetes events; routine handler chatter stays in the log.
     settings.posting.level = logging.WARNING
