@@ -231,7 +231,7 @@ def test_rejected_child_is_degraded_with_the_api_servers_message(
     assert objs.get("configmap", "rejected-config") and objs.get("service", "rejected")
     assert objs.get("deployment", "rejected") is None
 
-    objs.patch("tfm", "rejected", {"spec": {"nodeSelector": {"good-key": "x"}}})
+    objs.patch("tfm", "rejected", {"spec": {"nodeSelector": {"bad key!": None, "good-key": "x"}}})
     wait_for(lambda: objs.get("deployment", "rejected"), 20, "Deployment after the fix")
     wait_for(
         lambda: objs.condition("rejected", "Degraded")["status"] == "False",
