@@ -11,6 +11,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from . import kubeapi, names, ownership
+from .applied import AppliedChildren
 from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
 from .ownership import Ownership
 from .probe import probe_pods
@@ -22,24 +23,33 @@ Problem = tuple[str, str]  # (reason, message) for the Degraded condition
 
 
 def apply_children(
-    api: ApiClient, body: Any, spec: TFModelSpec, logger: logging.Logger
-) -> list[Problem]:
+    api: ApiClient,
+    body: Any,
+    spec: TFModelSpec,
+    logger: logging.Logger,
+    applied: AppliedChildren | None = None,
+) -> tuple[list[Problem], dict[str, Any] | None]:
     """Apply every child this TFModel controls or may create; report the rest.
 
+    Returns the problems and the live Deployment when it is this TFModel's (for status).
     Never raises for one child: an object someone else controls is left alone
     (ChildConflict) and a rejected apply is reported with the API server's message
     (ApplyFailed); the other children are still applied. The Deployment waits for its
     ConfigMap: pods must never mount a ConfigMap that is missing or not this TFModel's.
+    With `applied`, a child already as last applied is not applied again (applied.py).
     """
     meta = body["metadata"]
     name, namespace, owner_uid = meta["name"], meta["namespace"], meta["uid"]
+    applied = applied if applied is not None else AppliedChildren()
     children = build_children(name, namespace, spec)
     kopf.adopt(children.present, owner=body)
     problems: list[Problem] = []
+    deployment: dict[str, Any] | None = None
     config_ok = True
     for manifest in children.present:
         kind = KINDS[manifest["kind"]]
         child = manifest["metadata"]["name"]
+        key = (kind.kind, namespace, child)
         if kind is DEPLOYMENT and not config_ok:
             continue  # the ConfigMap's problem is reported; pods would not start without it
         ok = False
@@ -48,12 +58,21 @@ def apply_children(
             owned = ownership.classify(live, owner_uid)
             if owned is Ownership.FOREIGN:
                 assert live is not None
+                applied.forget(key)
                 problems.append(
                     ("ChildConflict", ownership.conflict_message(kind.kind, child, live, name))
                 )
             else:
-                if kind is DEPLOYMENT:
-                    handover = replicas_handover(name, namespace, spec, live)
+                handover = (
+                    replicas_handover(name, namespace, spec, live) if kind is DEPLOYMENT else None
+                )
+                if (
+                    handover is None
+                    and live is not None
+                    and applied.up_to_date(key, manifest, live)
+                ):
+                    result = live
+                else:
                     if handover is not None:
                         kubeapi.apply(api, handover, kind.plural, field_manager=HANDOVER_MANAGER)
                         logger.info(
@@ -61,11 +80,17 @@ def apply_children(
                             child,
                             handover["spec"]["replicas"],
                         )
-                # Create without force: should an object appear in between, a field
-                # conflict fails the apply instead of overwriting it.
-                kubeapi.apply(api, manifest, kind.plural, force=owned is Ownership.OURS)
+                    # Create without force: should an object appear in between, a field
+                    # conflict fails the apply instead of overwriting it.
+                    result = kubeapi.apply(
+                        api, manifest, kind.plural, force=owned is Ownership.OURS
+                    )
+                    applied.remember(key, manifest, result)
+                if kind is DEPLOYMENT:
+                    deployment = result
                 ok = True
         except ApiException as err:
+            applied.forget(key)
             problems.append(
                 (
                     "ApplyFailed",
@@ -75,11 +100,15 @@ def apply_children(
         if kind is CONFIGMAP:
             config_ok = ok
     for kind, child in children.absent:
+        key = (kind.kind, namespace, child)
+        if key in applied.known_absent:
+            continue
         try:
             live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
             if ownership.classify(live, owner_uid) is Ownership.OURS:
                 kubeapi.delete_if_present(api, kind.api_version, kind.plural, namespace, child)
                 logger.info("deleted %s %s: no longer in the spec", kind.kind, child)
+            applied.mark_absent(key)
         except ApiException as err:
             problems.append(
                 (
@@ -87,7 +116,7 @@ def apply_children(
                     f"{kind.kind} {child} was not deleted: {kubeapi.error_message(err)}",
                 )
             )
-    return problems
+    return problems, deployment
 
 
 def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Problem]:
@@ -122,8 +151,12 @@ def write_status(
     body: Any,
     spec: TFModelSpec | None,
     problems: list[Problem],
+    deployment: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Patch status only when it differs; returns the new status (None when unchanged)."""
+    """Patch status only when it differs; returns the new status (None when unchanged).
+
+    `deployment` is this TFModel's live Deployment (None: absent or not this TFModel's).
+    """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     old = dict(body.get("status") or {})
@@ -140,11 +173,6 @@ def write_status(
             }
         ]
     else:
-        deployment = kubeapi.get(
-            api, "apps/v1", "deployments", namespace, names.deployment_name(name)
-        )
-        if ownership.classify(deployment, meta["uid"]) is not Ownership.OURS:
-            deployment = None  # someone else's Deployment says nothing about this TFModel
         pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(name))
         reports, unreachable = probe_pods(pods)
         obs = Observation(
@@ -177,7 +205,9 @@ def _post_degraded_event(body: Any, old: list[dict[str, Any]], new: list[dict[st
         kopf.info(body, reason="Recovered", message=f"{before.get('reason')} resolved")
 
 
-def reconcile(api: ApiClient, body: Any, logger: logging.Logger) -> None:
+def reconcile(
+    api: ApiClient, body: Any, logger: logging.Logger, applied: AppliedChildren | None = None
+) -> None:
     """Bring the children and status in line with the TFModel.
 
     PermanentError on a spec or name no child can be built from (reported in status).
@@ -195,8 +225,10 @@ def reconcile(api: ApiClient, body: Any, logger: logging.Logger) -> None:
         message = f"invalid spec: {err}"
         write_status(api, body, None, [("InvalidSpec", message)])
         raise kopf.PermanentError(message) from err
-    problems = apply_children(api, body, spec, logger)
-    for reason, message in problems:
-        logger.warning("%s: %s", reason, message)
+    problems, deployment = apply_children(api, body, spec, logger, applied)
     problems += find_problems(api, meta["namespace"], spec)
-    write_status(api, body, spec, problems)
+    if write_status(api, body, spec, problems, deployment) is not None:
+        # Logged when the status changes, not every round (warnings would become events:
+        # the Degraded condition posts its own).
+        for reason, message in problems:
+            logger.info("%s: %s", reason, message)

@@ -398,3 +398,75 @@ def test_legacy_diff_base_annotation_is_removed(objs: Objects, operator: Operato
         operator.log,
     )
     assert objs.get("tfmodel", "legacy")["status"]["lastHandledConfiguration"]
+
+
+# --- steady state -------------------------------------------------------------------------------
+
+CHILD_RESOURCES = {
+    "configmaps",
+    "services",
+    "deployments",
+    "horizontalpodautoscalers",
+    "poddisruptionbudgets",
+}
+
+
+def request_counts(kube: KubeCluster) -> dict[tuple[str, str, str], float]:
+    """apiserver_request_total by (verb, resource, code) for the children's resources."""
+    counts: dict[tuple[str, str, str], float] = {}
+    for line in kube.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, value = line[len("apiserver_request_total{") :].rsplit("} ", 1)
+        labels = dict(
+            part.split("=", 1) for part in labels_text.replace('"', "").split(",") if "=" in part
+        )
+        if labels.get("resource") in CHILD_RESOURCES and not labels.get("subresource"):
+            key = (labels["verb"], labels["resource"], labels["code"])
+            counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
+def test_steady_state_makes_no_writes_and_no_404s(
+    kube: KubeCluster, objs: Objects, operator: OperatorProcess
+):
+    for i, extra in enumerate(
+        [
+            {},
+            {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "podDisruptionBudget": {}},
+            {"replicas": 2, "podDisruptionBudget": {"minAvailable": 1}},
+        ]
+    ):
+        objs.apply(tfmodel(f"steady-{i}", **extra))
+    for i in range(3):
+        wait_for(lambda i=i: objs.condition(f"steady-{i}", "Degraded"), 30, "status", operator.log)
+    # Only these three exist (earlier tests' TFModels are gone), and a few rounds have run.
+    wait_for(
+        lambda: (
+            len(json.loads(kube.kubectl("get", "tfm", "-A", "-o", "json").stdout)["items"]) == 3
+        ),
+        30,
+        "only this test's TFModels",
+    )
+    time.sleep(3 * STATUS_INTERVAL)
+    before = request_counts(kube)
+    rounds = 6
+    time.sleep(rounds * STATUS_INTERVAL)
+    after = request_counts(kube)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    writes = {k: v for k, v in delta.items() if v and k[0] in ("PATCH", "POST", "PUT", "DELETE")}
+    not_found = {k: v for k, v in delta.items() if v and k[2] == "404"}
+    assert writes == {} and not_found == {}, (writes, not_found)
+    # The reads left: one GET per present child per round (the ownership check).
+    gets = sum(v for k, v in delta.items() if k[0] == "GET")
+    assert 0 < gets <= (4 + 4 + 5) * (rounds + 2), gets
+
+    # Drift is still repaired: a hand edit of a field the operator sets is undone.
+    good = objs.get("configmap", "steady-0-config")["data"]["models.config"]
+    objs.patch("configmap", "steady-0-config", {"data": {"models.config": "garbage"}})
+    wait_for(
+        lambda: objs.get("configmap", "steady-0-config")["data"]["models.config"] == good,
+        20,
+        "drift repaired",
+        operator.log,
+    )
