@@ -684,3 +684,57 @@ def test_manages_field_reads_managed_fields():
     assert manages_field(live, names.FIELD_MANAGER, ("spec", "replicas"))
     assert not manages_field(live, names.FIELD_MANAGER, ("spec", "selector"))
     assert not manages_field(live, "someone", ("spec", "replicas"))
+
+
+def test_pods_are_probed_at_once_under_one_deadline():
+    """Five pods that never answer cost one deadline, not five timeouts; answers still count."""
+    import http.server
+    import socket
+    import threading
+    import time
+
+    from tfmodel_operator.probe import probe_pods
+
+    silent = [socket.socket() for _ in range(5)]
+    for sock in silent:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)  # accepts, never answers
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps({"models": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def pod(port: int) -> dict:
+        return {
+            "spec": {
+                "containers": [
+                    {
+                        "name": names.SERVER_CONTAINER,
+                        "ports": [{"name": "http", "containerPort": port}],
+                    }
+                ]
+            },
+            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+        }
+
+    pods = [pod(s.getsockname()[1]) for s in silent] + [pod(server.server_address[1])]
+    try:
+        start = time.monotonic()
+        reports, unreachable = probe_pods(pods, deadline=1.0)
+        elapsed = time.monotonic() - start
+    finally:
+        server.shutdown()
+        for sock in silent:
+            sock.close()
+    assert (reports, unreachable) == ([{"models": []}], 5)
+    assert elapsed < 2.0, elapsed
