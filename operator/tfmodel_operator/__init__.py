@@ -6,11 +6,15 @@ No TensorFlow here: the operator only writes the server's flags and TF Serving t
     textproto.py     tiny protobuf text-format writer
     model_config.py  models.config (ModelServerConfig) and batching.config (BatchingParameters)
     configmap.py / deployment.py / services.py / scaling.py   pure builders, one child each
+                     (scaling.py also: the replicas hand-over when autoscaling is switched on)
+    names.py         child names, labels, the name rules the CRD enforces
+    ownership.py     which live objects this TFModel may write (controller ownerReference UID)
     children.py      build_children(): everything a TFModel owns, plus optional kinds to delete
     status.py        status + conditions from the Deployment and GET /v1/models reports (pure)
     probe.py         GET /v1/models from each running server pod (unreachable pods tolerated)
     kubeapi.py       generic REST calls; server-side apply with field manager "tfmodel-operator"
-    reconcile.py     one pass: apply children, check storage, write status when it changed
+    reconcile.py     one pass: apply the children it controls, report conflicts and rejected
+                     applies, check storage, write status when it changed
     handlers.py      kopf create/update/resume/delete handlers and the status/drift timer
     main.py          `tfmodel-operator` (wraps kopf.run: liveness endpoint, namespace scoping)
 

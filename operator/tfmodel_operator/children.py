@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import names
 from .configmap import build_configmap
 from .deployment import build_deployment
 from .scaling import build_hpa, build_pdb
@@ -41,12 +42,12 @@ def build_children(tfmodel: str, namespace: str, spec: TFModelSpec) -> Children:
         build_headless_service(tfmodel, namespace, spec),
     ]
     absent: list[tuple[ChildKind, str]] = []
-    for kind, manifest in (
-        (HPA, build_hpa(tfmodel, namespace, spec)),
-        (PDB, build_pdb(tfmodel, namespace, spec)),
+    for kind, child, manifest in (
+        (HPA, names.hpa_name(tfmodel), build_hpa(tfmodel, namespace, spec)),
+        (PDB, names.pdb_name(tfmodel), build_pdb(tfmodel, namespace, spec)),
     ):
         if manifest is None:
-            absent.append((kind, tfmodel))
+            absent.append((kind, child))
         else:
             present.append(manifest)
     return Children(present=present, absent=absent)

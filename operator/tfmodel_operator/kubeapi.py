@@ -50,18 +50,41 @@ def request(
     return json.loads(data) if data else {}
 
 
-def apply(api: ApiClient, manifest: dict[str, Any], plural: str) -> dict[str, Any]:
-    """Server-side apply `manifest` as the operator's field manager (force: we own these)."""
+def apply(
+    api: ApiClient,
+    manifest: dict[str, Any],
+    plural: str,
+    *,
+    force: bool = True,
+    field_manager: str = names.FIELD_MANAGER,
+) -> dict[str, Any]:
+    """Server-side apply `manifest` as `field_manager`.
+
+    `force` takes over fields another manager set (drift repair on objects this TFModel
+    controls); without it a field conflict is a 409 instead. The caller decides which
+    objects may be written at all (ownership.py).
+    """
     meta = manifest["metadata"]
     path = resource_path(manifest["apiVersion"], plural, meta["namespace"], meta["name"])
     return request(
         api,
         "PATCH",
         path,
-        query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
+        query=[("fieldManager", field_manager), ("force", "true" if force else "false")],
         body=manifest,
         content_type="application/apply-patch+yaml",
     )
+
+
+def error_message(err: ApiException) -> str:
+    """The API server's own message for a failed call (its Status body), else the HTTP reason."""
+    try:
+        status = json.loads(err.body or "")
+    except (TypeError, ValueError):
+        status = None
+    if isinstance(status, dict) and status.get("message"):
+        return str(status["message"])
+    return f"{err.status} {err.reason}"
 
 
 def get(

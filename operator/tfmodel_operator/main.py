@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
 
@@ -31,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--status-interval",
         type=float,
-        default=float(os.environ.get("TFMODEL_OPERATOR_STATUS_INTERVAL", "15")),
+        default=15.0,
         help="seconds between status refreshes and drift repair",
     )
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -43,15 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.status_interval <= 0:
         print("tfmodel-operator: --status-interval must be positive", file=sys.stderr)
         return 2
-    # Read by the handlers module at import time (kopf timers take their interval then).
-    os.environ["TFMODEL_OPERATOR_STATUS_INTERVAL"] = str(args.status_interval)
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import handlers
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
-    kopf.configure(verbose=args.verbose)
+    registry = handlers.register(kopf.OperatorRegistry(), status_interval=args.status_interval)
+    # One log handler (kopf's), each object's line prefixed with [namespace/name].
+    kopf.configure(verbose=args.verbose, log_prefix=True)
     kopf.run(
+        registry=registry,
         standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 GROUP = "serving.tfmodel.io"
 VERSION = "v1alpha1"
 PLURAL = "tfmodels"
 KIND = "TFModel"
 FIELD_MANAGER = "tfmodel-operator"
+# kopf's diff base (the last handled spec) lives in this status field, not in an annotation:
+# annotations are limited to 256 KiB in total, so a large valid spec could not be handled.
+STATUS_DIFFBASE = "lastHandledConfiguration"
 
 CONFIG_DIR = "/etc/tfmodel"
 MODELS_CONFIG_FILE = "models.config"
@@ -22,8 +27,23 @@ SERVER_CONTAINER = "server"
 BATCHING_HASH_ANNOTATION = f"{GROUP}/batching-config-hash"
 
 
+# Child names. They stay what they were (clients address `<name>` and `<name>-headless` by
+# DNS, so renaming would break them and need a migration). Names only clash within one kind,
+# and only Services mix two schemes (`<name>` and `<name>-headless`): TFModels `foo` and
+# `foo-headless` both wanted Service `foo-headless`. The CRD rejects new TFModel names ending
+# in HEADLESS_SUFFIX, which makes the two schemes disjoint, so no two TFModels in a namespace
+# want the same child; the ownership check (ownership.py) covers TFModels created before.
+CONFIGMAP_SUFFIX = "-config"
+HEADLESS_SUFFIX = "-headless"
+# Service names are DNS-1035 labels (63 characters at most): the longest child name,
+# `<name>-headless`, bounds the TFModel name. Labels carrying the name (63) fit too.
+MAX_LABEL_LENGTH = 63
+MAX_TFMODEL_NAME_LENGTH = MAX_LABEL_LENGTH - len(HEADLESS_SUFFIX)
+DNS1035_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
 def configmap_name(tfmodel: str) -> str:
-    return f"{tfmodel}-config"
+    return f"{tfmodel}{CONFIGMAP_SUFFIX}"
 
 
 def deployment_name(tfmodel: str) -> str:
@@ -35,7 +55,36 @@ def service_name(tfmodel: str) -> str:
 
 
 def headless_service_name(tfmodel: str) -> str:
-    return f"{tfmodel}-headless"
+    return f"{tfmodel}{HEADLESS_SUFFIX}"
+
+
+def hpa_name(tfmodel: str) -> str:
+    return tfmodel
+
+
+def pdb_name(tfmodel: str) -> str:
+    return tfmodel
+
+
+def name_problems(tfmodel: str) -> list[str]:
+    """Why a TFModel name cannot name its children.
+
+    The CRD checks the same on create; this catches TFModels created under an older CRD.
+    The `-headless` suffix rule is the CRD's alone: such a TFModel still works unless its
+    name is taken by another TFModel's headless Service, which the ownership check reports.
+    """
+    problems = []
+    if not re.match(DNS1035_LABEL, tfmodel):
+        problems.append(
+            f"TFModel name {tfmodel} must be a DNS-1035 label (lowercase letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit)"
+        )
+    if len(tfmodel) > MAX_TFMODEL_NAME_LENGTH:
+        problems.append(
+            f"TFModel name {tfmodel} is {len(tfmodel)} characters; at most "
+            f"{MAX_TFMODEL_NAME_LENGTH} fit in its headless Service's name"
+        )
+    return problems
 
 
 def selector_labels(tfmodel: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from . import names
@@ -37,12 +38,22 @@ def fetch_models(pod: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | 
     return body if isinstance(body, dict) else None
 
 
-def probe_pods(pods: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """(reports, unreachable count) for the running pods among `pods`."""
+def probe_pods(
+    pods: list[dict[str, Any]], deadline: float = 3.0
+) -> tuple[list[dict[str, Any]], int]:
+    """(reports, unreachable count) for the running pods among `pods`.
+
+    All pods are asked at once and the round waits at most `deadline` seconds in total:
+    one hung pod (or twenty) cannot stretch a status round to 2 s a pod.
+    """
     running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"][:MAX_PODS]
-    reports = []
-    for pod in running:
-        report = fetch_models(pod)
-        if report is not None:
-            reports.append(report)
+    if not running:
+        return [], 0
+    pool = ThreadPoolExecutor(max_workers=len(running), thread_name_prefix="probe")
+    try:
+        futures = [pool.submit(fetch_models, pod, deadline) for pod in running]
+        done, _late = wait(futures, timeout=deadline)
+        reports = [r for f in futures if f in done and (r := f.result()) is not None]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     return reports, len(running) - len(reports)

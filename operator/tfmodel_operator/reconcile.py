@@ -10,29 +10,116 @@ import kopf
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from . import kubeapi, names
-from .children import KINDS, build_children
+from . import kubeapi, names, ownership
+from .applied import AppliedChildren
+from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
+from .ownership import Ownership
 from .probe import probe_pods
+from .scaling import HANDOVER_MANAGER, replicas_handover
 from .spec import SpecError, TFModelSpec, parse_spec
 from .status import Observation, build_status, merge_conditions
 
+Problem = tuple[str, str]  # (reason, message) for the Degraded condition
 
-def apply_children(api: ApiClient, body: Any, spec: TFModelSpec, logger: logging.Logger) -> None:
-    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+
+def apply_children(
+    api: ApiClient,
+    body: Any,
+    spec: TFModelSpec,
+    logger: logging.Logger,
+    applied: AppliedChildren | None = None,
+) -> tuple[list[Problem], dict[str, Any] | None]:
+    """Apply every child this TFModel controls or may create; report the rest.
+
+    Returns the problems and the live Deployment when it is this TFModel's (for status).
+    Never raises for one child: an object someone else controls is left alone
+    (ChildConflict) and a rejected apply is reported with the API server's message
+    (ApplyFailed); the other children are still applied. The Deployment waits for its
+    ConfigMap: pods must never mount a ConfigMap that is missing or not this TFModel's.
+    With `applied`, a child already as last applied is not applied again (applied.py).
+    """
+    meta = body["metadata"]
+    name, namespace, owner_uid = meta["name"], meta["namespace"], meta["uid"]
+    applied = applied if applied is not None else AppliedChildren()
     children = build_children(name, namespace, spec)
     kopf.adopt(children.present, owner=body)
+    problems: list[Problem] = []
+    deployment: dict[str, Any] | None = None
+    config_ok = True
     for manifest in children.present:
-        kubeapi.apply(api, manifest, KINDS[manifest["kind"]].plural)
-    owner_uid = body["metadata"]["uid"]
+        kind = KINDS[manifest["kind"]]
+        child = manifest["metadata"]["name"]
+        key = (kind.kind, namespace, child)
+        if kind is DEPLOYMENT and not config_ok:
+            continue  # the ConfigMap's problem is reported; pods would not start without it
+        ok = False
+        try:
+            live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
+            owned = ownership.classify(live, owner_uid)
+            if owned is Ownership.FOREIGN:
+                assert live is not None
+                applied.forget(key)
+                problems.append(
+                    ("ChildConflict", ownership.conflict_message(kind.kind, child, live, name))
+                )
+            else:
+                handover = (
+                    replicas_handover(name, namespace, spec, live) if kind is DEPLOYMENT else None
+                )
+                if (
+                    handover is None
+                    and live is not None
+                    and applied.up_to_date(key, manifest, live)
+                ):
+                    result = live
+                else:
+                    if handover is not None:
+                        kubeapi.apply(api, handover, kind.plural, field_manager=HANDOVER_MANAGER)
+                        logger.info(
+                            "autoscaling on: Deployment %s keeps %s replicas for the HPA",
+                            child,
+                            handover["spec"]["replicas"],
+                        )
+                    # Create without force: should an object appear in between, a field
+                    # conflict fails the apply instead of overwriting it.
+                    result = kubeapi.apply(
+                        api, manifest, kind.plural, force=owned is Ownership.OURS
+                    )
+                    applied.remember(key, manifest, result)
+                if kind is DEPLOYMENT:
+                    deployment = result
+                ok = True
+        except ApiException as err:
+            applied.forget(key)
+            problems.append(
+                (
+                    "ApplyFailed",
+                    f"{kind.kind} {child} was not applied: {kubeapi.error_message(err)}",
+                )
+            )
+        if kind is CONFIGMAP:
+            config_ok = ok
     for kind, child in children.absent:
-        live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
-        owners = (live or {}).get("metadata", {}).get("ownerReferences", []) or []
-        if live is not None and any(o.get("uid") == owner_uid for o in owners):
-            kubeapi.delete_if_present(api, kind.api_version, kind.plural, namespace, child)
-            logger.info("deleted %s %s: no longer in the spec", kind.kind, child)
+        key = (kind.kind, namespace, child)
+        if key in applied.known_absent:
+            continue
+        try:
+            live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
+            if ownership.classify(live, owner_uid) is Ownership.OURS:
+                kubeapi.delete_if_present(api, kind.api_version, kind.plural, namespace, child)
+                logger.info("deleted %s %s: no longer in the spec", kind.kind, child)
+            applied.mark_absent(key)
+        except ApiException as err:
+            problems.append(
+                (
+                    "ApplyFailed",
+                    f"{kind.kind} {child} was not deleted: {kubeapi.error_message(err)}",
+                )
+            )
+    return problems, deployment
 
 
-def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[tuple[str, str]]:
+def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Problem]:
     """Invalid state the CRD schema cannot see (objects that must exist)."""
     problems = []
     claim = spec.storage.get("persistentVolumeClaim", {}).get("claimName")
@@ -63,14 +150,18 @@ def write_status(
     api: ApiClient,
     body: Any,
     spec: TFModelSpec | None,
-    problems: list[tuple[str, str]],
+    problems: list[Problem],
+    deployment: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Patch status only when it differs; returns the new status (None when unchanged)."""
+    """Patch status only when it differs; returns the new status (None when unchanged).
+
+    `deployment` is this TFModel's live Deployment (None: absent or not this TFModel's).
+    """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     old = dict(body.get("status") or {})
-    if spec is None:  # invalid spec: keep what we knew, flag it
-        new = {k: v for k, v in old.items() if k != "conditions"}
+    if spec is None:  # invalid spec or name: keep what we knew, flag it
+        new = {k: v for k, v in old.items() if k not in ("conditions", names.STATUS_DIFFBASE)}
         new["observedGeneration"] = meta.get("generation", 1)
         conditions = [
             {
@@ -82,9 +173,6 @@ def write_status(
             }
         ]
     else:
-        deployment = kubeapi.get(
-            api, "apps/v1", "deployments", namespace, names.deployment_name(name)
-        )
         pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(name))
         reports, unreachable = probe_pods(pods)
         obs = Observation(
@@ -105,9 +193,11 @@ def write_status(
 
 
 def _post_degraded_event(body: Any, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """A Warning event whenever Degraded turns True or its reason or message changes."""
     before = next((c for c in old if c.get("type") == "Degraded"), {})
     after = next((c for c in new if c.get("type") == "Degraded"), {})
-    if (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
+    key = ("status", "reason", "message")
+    if tuple(before.get(k) for k in key) == tuple(after.get(k) for k in key):
         return
     if after.get("status") == "True":
         kopf.warn(body, reason=after["reason"], message=after["message"])
@@ -115,15 +205,30 @@ def _post_degraded_event(body: Any, old: list[dict[str, Any]], new: list[dict[st
         kopf.info(body, reason="Recovered", message=f"{before.get('reason')} resolved")
 
 
-def reconcile(api: ApiClient, body: Any, logger: logging.Logger) -> None:
-    """Bring the children and status in line with the TFModel; PermanentError on a bad spec."""
+def reconcile(
+    api: ApiClient, body: Any, logger: logging.Logger, applied: AppliedChildren | None = None
+) -> None:
+    """Bring the children and status in line with the TFModel.
+
+    PermanentError on a spec or name no child can be built from (reported in status).
+    Child conflicts and rejected applies are reported in status and retried every round.
+    """
     meta = body["metadata"]
+    bad_name = names.name_problems(meta["name"])
+    if bad_name:
+        message = "; ".join(bad_name) + "; no children were created"
+        write_status(api, body, None, [("InvalidName", message)])
+        raise kopf.PermanentError(message)
     try:
         spec = parse_spec(dict(body["spec"]))
     except (SpecError, KeyError, TypeError, ValueError) as err:
         message = f"invalid spec: {err}"
         write_status(api, body, None, [("InvalidSpec", message)])
         raise kopf.PermanentError(message) from err
-    apply_children(api, body, spec, logger)
-    problems = find_problems(api, meta["namespace"], spec)
-    write_status(api, body, spec, problems)
+    problems, deployment = apply_children(api, body, spec, logger, applied)
+    problems += find_problems(api, meta["namespace"], spec)
+    if write_status(api, body, spec, problems, deployment) is not None:
+        # Logged when the status changes, not every round (warnings would become events:
+        # the Degraded condition posts its own).
+        for reason, message in problems:
+            logger.info("%s: %s", reason, message)

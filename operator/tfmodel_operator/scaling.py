@@ -16,7 +16,7 @@ def build_hpa(tfmodel: str, namespace: str, spec: TFModelSpec) -> dict[str, Any]
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {
-            "name": tfmodel,
+            "name": names.hpa_name(tfmodel),
             "namespace": namespace,
             "labels": names.common_labels(tfmodel),
         },
@@ -54,9 +54,56 @@ def build_pdb(tfmodel: str, namespace: str, spec: TFModelSpec) -> dict[str, Any]
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {
-            "name": tfmodel,
+            "name": names.pdb_name(tfmodel),
             "namespace": namespace,
             "labels": names.common_labels(tfmodel),
         },
         "spec": {"selector": {"matchLabels": names.selector_labels(tfmodel)}, **budget},
+    }
+
+
+# Field manager that holds a Deployment's `replicas` while an HPA takes over. A field dropped
+# from the apply configuration of its only manager is removed, and a Deployment without
+# `replicas` defaults to 1: switching autoscaling on would drop a running fleet to one pod
+# until the HPA acted. Handing the field to a second manager first keeps its value.
+HANDOVER_MANAGER = f"{names.FIELD_MANAGER}-handover"
+
+
+def manages_field(obj: dict[str, Any], manager: str, path: tuple[str, ...]) -> bool:
+    """Whether `manager`'s Apply entry in managedFields owns the field at `path`."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        if entry.get("subresource"):
+            continue
+        node = entry.get("fieldsV1") or {}
+        for key in path:
+            node = node.get(f"f:{key}")
+            if not isinstance(node, dict):
+                break
+        else:
+            return True
+    return False
+
+
+def replicas_handover(
+    tfmodel: str, namespace: str, spec: TFModelSpec, live: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The apply configuration (for HANDOVER_MANAGER) that keeps the live replica count when
+    autoscaling is switched on, or None when there is nothing to hand over.
+
+    Needed while the operator's own field manager still owns `spec.replicas` of the live
+    Deployment, i.e. exactly on the transition. The count kept is the live one, raised to
+    minReplicas: never fewer pods than were running, and the HPA moves it from there.
+    """
+    if spec.autoscaling is None or live is None:
+        return None
+    if not manages_field(live, names.FIELD_MANAGER, ("spec", "replicas")):
+        return None
+    current = int((live.get("spec") or {}).get("replicas", 1))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": names.deployment_name(tfmodel), "namespace": namespace},
+        "spec": {"replicas": max(current, spec.autoscaling.min_replicas)},
     }

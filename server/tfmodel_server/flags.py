@@ -59,6 +59,7 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     workers: int = 1
     drain_timeout_seconds: float = 30.0
+    traffic_split_file: str = ""
     # --- drop-in fidelity block (see _add_fidelity_flags) ---
     grpc_socket_path: str = ""
     ssl_config_file: str = ""
@@ -136,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="on SIGTERM, wait this long for in-flight requests",
+    )
+    p.add_argument(
+        "--traffic_split_file",
+        default="",
+        help="tfmodel: JSON canary split, re-read every --model_config_file_poll_wait_seconds: "
+        '{"models": {NAME: {"canaryPercent": P}}} sends P%% of requests for the stable label '
+        "(or for no version or label) to the canary label's version",
     )
     _add_fidelity_flags(p, flag_bool)
     return p
@@ -311,6 +319,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         tensorflow_inter_op_parallelism=ns.tensorflow_inter_op_parallelism,
         workers=ns.workers,
         drain_timeout_seconds=ns.drain_timeout_seconds,
+        traffic_split_file=ns.traffic_split_file,
         grpc_socket_path=ns.grpc_socket_path,
         ssl_config_file=ns.ssl_config_file,
         rest_api_enable_cors_support=ns.rest_api_enable_cors_support,

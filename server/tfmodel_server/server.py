@@ -31,6 +31,7 @@ from tfmodel_server.flags import ServerOptions
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
 from tfmodel_server.model_servers import config_file as config_lib
+from tfmodel_server.model_servers import traffic_split
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
 from tfmodel_server.security import tls
@@ -199,6 +200,26 @@ class ModelServer:
             except ServingError as e:
                 log.error("config reload failed: %s", e.message)
 
+    async def _watch_traffic_split(self) -> None:
+        """Read --traffic_split_file now, then every model_config_file_poll_wait_seconds."""
+        watcher = traffic_split.TrafficSplitWatcher(self.options.traffic_split_file)
+        period = self.options.model_config_file_poll_wait_seconds
+        while True:
+            try:
+                fractions = watcher.read_if_changed()
+            except config_lib.ConfigError as e:
+                log.error("traffic split rejected, keeping the current split: %s", e)
+            else:
+                if fractions is not None:
+                    self.manager.set_traffic_split(fractions)
+            if period <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=period)
+                return
+            except asyncio.TimeoutError:
+                pass
+
     # --- lifecycle --------------------------------------------------------------
     async def start(
         self,
@@ -216,6 +237,8 @@ class ModelServer:
             await self._open_ports()
         if watcher is not None and opts.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(asyncio.create_task(self._watch_config_file(watcher)))
+        if opts.traffic_split_file:
+            self._tasks.append(asyncio.create_task(self._watch_traffic_split()))
         log.info("serving: gRPC on %s, REST on %s", self.grpc_port or "-", self.rest_port or "-")
 
     async def _open_ports(self) -> None:

@@ -292,3 +292,57 @@ async def test_flag_allows_a_new_label_on_an_unavailable_version(rig):
     with pytest.raises(ServingError) as info:
         manager.get_handle("m", label="canary")
     assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+# --- canary traffic split (tfmodel) ---------------------------------------------------------
+
+
+def _served(manager: ServableManager, n: int, **request) -> list[int]:
+    versions = []
+    for _ in range(n):
+        handle = manager.get_handle("m", **request)
+        versions.append(handle.version)
+        handle.release()
+    return versions
+
+
+async def test_traffic_split_sends_the_canary_share_of_stable_and_unversioned_requests(rig):
+    loader, source, make = rig
+    manager, core = make()
+    source.put("/m", 1, 2)
+    cfg = config(("m", "/m", {"stable": 1, "canary": 2}), policy="all")
+    await core.apply_config(cfg, timeout=5, defer_labels=True)
+    await eventually(lambda: state_of(manager, "m") == {1: "AVAILABLE", 2: "AVAILABLE"}, "loads")
+    await eventually(lambda: manager.labels("m") == {"stable": 1, "canary": 2}, "labels")
+    # No split: TF Serving's rules (unversioned -> highest, labels exact).
+    assert set(_served(manager, 50)) == {2}
+    assert set(_served(manager, 50, label="stable")) == {1}
+
+    manager.set_traffic_split({"m": 0.3})
+    for request in ({}, {"label": "stable"}):
+        served = _served(manager, 2000, **request)
+        assert set(served) == {1, 2}
+        assert 0.25 < served.count(2) / len(served) < 0.35, (request, served.count(2))
+    # Asked for explicitly: exactly what was asked for.
+    assert set(_served(manager, 200, label="canary")) == {2}
+    assert set(_served(manager, 200, version=1)) == {1}
+    assert set(_served(manager, 200, version=2)) == {2}
+
+    manager.set_traffic_split({"m": 1.0})
+    assert set(_served(manager, 100, label="stable")) == {2}
+    manager.set_traffic_split({})
+    assert set(_served(manager, 100, label="stable")) == {1}
+    assert set(_served(manager, 100)) == {2}  # back to the highest version
+
+
+async def test_traffic_split_never_routes_to_a_canary_that_is_not_available(rig):
+    loader, source, make = rig
+    manager, core = make(allow_unavailable_labels=True)
+    source.put("/m", 1)
+    await core.apply_config(
+        config(("m", "/m", {"stable": 1, "canary": 2}), policy="all"), timeout=5
+    )
+    await eventually(lambda: state_of(manager, "m").get(1) == "AVAILABLE", "v1")
+    manager.set_traffic_split({"m": 0.5})
+    assert set(_served(manager, 200)) == {1}
+    assert set(_served(manager, 200, label="stable")) == {1}

@@ -65,7 +65,6 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60.0) -> OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        env.pop("TFMODEL_OPERATOR_STATUS_INTERVAL", None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -12,11 +12,12 @@ import pytest
 import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
-from tfmodel_operator import names
+from tfmodel_operator import names, ownership
 from tfmodel_operator.children import build_children
 from tfmodel_operator.configmap import build_configmap
 from tfmodel_operator.deployment import build_deployment, server_args
 from tfmodel_operator.model_config import render_batching_config, render_models_config
+from tfmodel_operator.scaling import HANDOVER_MANAGER, manages_field, replicas_handover
 from tfmodel_operator.spec import SpecError, TFModelSpec, parse_spec
 from tfmodel_operator.status import Observation, build_status, merge_conditions, models_status
 from tfmodel_operator.textproto import quote, render
@@ -570,3 +571,170 @@ def test_operator_imports_no_tensorflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- ownership, names, replicas hand-over ------------------------------------------------------
+
+
+def _owned(uid: str | None, controller: bool = True, name: str = "m") -> dict:
+    refs = (
+        []
+        if uid is None
+        else [{"kind": "TFModel", "name": name, "uid": uid, "controller": controller}]
+    )
+    return {"metadata": {"name": "x", "ownerReferences": refs}}
+
+
+def test_ownership_is_the_controller_reference_uid():
+    assert ownership.classify(None, "u1") is ownership.Ownership.ABSENT
+    assert ownership.classify(_owned("u1"), "u1") is ownership.Ownership.OURS
+    assert ownership.classify(_owned("u2"), "u1") is ownership.Ownership.FOREIGN
+    # An owner reference that is not the controller gives no right to write.
+    assert ownership.classify(_owned("u1", controller=False), "u1") is ownership.Ownership.FOREIGN
+    assert ownership.classify(_owned(None), "u1") is ownership.Ownership.FOREIGN
+
+
+def test_conflict_message_names_the_object_and_its_controller():
+    hand_made = ownership.conflict_message("ConfigMap", "bar-config", _owned(None), "bar")
+    assert hand_made.startswith("ConfigMap bar-config already exists and has no controller")
+    other = ownership.conflict_message(
+        "Service", "foo-headless", _owned("u2", name="foo-headless"), "foo"
+    )
+    assert "controlled by TFModel foo-headless" in other
+    earlier = ownership.conflict_message("Deployment", "foo", _owned("old", name="foo"), "foo")
+    assert "earlier TFModel foo (uid old)" in earlier
+
+
+def test_child_names_cannot_collide_between_valid_tfmodel_names():
+    """Per kind, the child names of two different valid TFModel names never coincide."""
+    tfmodels = ["foo", "foo-headless", "foo-config", "a", "a-b", "config", "headless", "x" * 54]
+    valid = [t for t in tfmodels if not names.name_problems(t) and not t.endswith("-headless")]
+    assert "foo-headless" not in valid and "x" * 54 in valid
+    seen: dict[str, str] = {}
+    for tfmodel in valid:
+        for manifest in build_children(
+            tfmodel, "ns", spec_of(example("gpu-autoscaled.yaml"))
+        ).present:
+            key = f"{manifest['kind']}/{manifest['metadata']['name']}"
+            assert seen.setdefault(key, tfmodel) == tfmodel, (key, tfmodel, seen[key])
+            assert len(manifest["metadata"]["name"]) <= 63
+
+
+def test_name_rules_in_code_match_the_crd():
+    crd = yaml.safe_load(CRD.read_text())
+    rules = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    text = " ".join(r["rule"] for r in rules)
+    assert names.DNS1035_LABEL in text
+    assert f"size() <= {names.MAX_TFMODEL_NAME_LENGTH}" in text
+    assert f"endsWith('{names.HEADLESS_SUFFIX}')" in text
+    assert all(r.get("optionalOldSelf") for r in rules)
+    assert names.MAX_TFMODEL_NAME_LENGTH + len(names.HEADLESS_SUFFIX) == 63
+    assert names.name_problems("ok-name") == []
+    for bad in ("my.model", "1model", "Upper", "x" * 55, "trailing-"):
+        assert names.name_problems(bad), bad
+
+
+def _live_deployment(replicas: int, manager: str = names.FIELD_MANAGER) -> dict:
+    return {
+        "metadata": {
+            "name": "m",
+            "managedFields": [
+                {
+                    "manager": manager,
+                    "operation": "Apply",
+                    "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}},
+                },
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "subresource": "status",
+                },
+            ],
+        },
+        "spec": {"replicas": replicas},
+    }
+
+
+def test_autoscaling_on_hands_the_live_replica_count_over():
+    raw = {
+        **example("single-model.yaml")["spec"],
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 9},
+    }
+    spec = parse_spec(raw)
+    handover = replicas_handover("m", "ns", spec, _live_deployment(5))
+    assert handover == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "m", "namespace": "ns"},
+        "spec": {"replicas": 5},
+    }
+    # Never below the HPA's floor.
+    assert replicas_handover("m", "ns", spec, _live_deployment(1))["spec"]["replicas"] == 2
+    # Nothing to hand over: no Deployment yet, already handed over, or no autoscaling.
+    assert replicas_handover("m", "ns", spec, None) is None
+    assert replicas_handover("m", "ns", spec, _live_deployment(5, HANDOVER_MANAGER)) is None
+    assert (
+        replicas_handover("m", "ns", spec_of(example("single-model.yaml")), _live_deployment(5))
+        is None
+    )
+
+
+def test_manages_field_reads_managed_fields():
+    live = _live_deployment(3)
+    assert manages_field(live, names.FIELD_MANAGER, ("spec", "replicas"))
+    assert not manages_field(live, names.FIELD_MANAGER, ("spec", "selector"))
+    assert not manages_field(live, "someone", ("spec", "replicas"))
+
+
+def test_pods_are_probed_at_once_under_one_deadline():
+    """Five pods that never answer cost one deadline, not five timeouts; answers still count."""
+    import http.server
+    import socket
+    import threading
+    import time
+
+    from tfmodel_operator.probe import probe_pods
+
+    silent = [socket.socket() for _ in range(5)]
+    for sock in silent:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)  # accepts, never answers
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps({"models": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def pod(port: int) -> dict:
+        return {
+            "spec": {
+                "containers": [
+                    {
+                        "name": names.SERVER_CONTAINER,
+                        "ports": [{"name": "http", "containerPort": port}],
+                    }
+                ]
+            },
+            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+        }
+
+    pods = [pod(s.getsockname()[1]) for s in silent] + [pod(server.server_address[1])]
+    try:
+        start = time.monotonic()
+        reports, unreachable = probe_pods(pods, deadline=1.0)
+        elapsed = time.monotonic() - start
+    finally:
+        server.shutdown()
+        for sock in silent:
+            sock.close()
+    assert (reports, unreachable) == ([{"models": []}], 5)
+    assert elapsed < 2.0, elapsed

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.operator.kube import KubeCluster
-from tests.operator.operator_proc import CRD_NAME, install_chart
+from tests.operator.operator_proc import CRD_NAME, install_chart, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,6 +109,21 @@ def _mutations():
     def bad_gpu_resource(s):
         s["gpuResourceName"] = "not a resource!"
 
+    def cpu_lots(s):
+        s["resources"] = {"requests": {"cpu": "lots"}}
+
+    def cpu_with_unit_word(s):
+        s["resources"] = {"limits": {"cpu": "2 cores"}}
+
+    def toleration_exists_with_value(s):
+        s["tolerations"] = [{"key": "gpu", "operator": "Exists", "value": "yes"}]
+
+    def toleration_without_key(s):
+        s["tolerations"] = [{"operator": "Equal", "value": "x"}]
+
+    def toleration_seconds_without_no_execute(s):
+        s["tolerations"] = [{"key": "k", "operator": "Exists", "tolerationSeconds": 5}]
+
     return [
         (
             labels_outside_specific,
@@ -140,6 +155,11 @@ def _mutations():
             "spec.models: Invalid value: 0: spec.models in body should have at least 1 items",
         ),
         (bad_gpu_resource, "gpuResourceName must be an extended resource name"),
+        (cpu_lots, "resources.requests: lots is not a quantity"),
+        (cpu_with_unit_word, "resources.limits: 2 cores is not a quantity"),
+        (toleration_exists_with_value, "a toleration with operator Exists must not set a value"),
+        (toleration_without_key, "a toleration without a key must have operator Exists"),
+        (toleration_seconds_without_no_execute, "tolerationSeconds needs effect NoExecute"),
     ]
 
 
@@ -154,6 +174,83 @@ def test_invalid_tfmodels_are_rejected_with_a_clear_message(kube: KubeCluster, m
     )
     assert done.returncode != 0, f"accepted: {doc['spec']}"
     assert message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("my.model", "the TFModel name must be a DNS-1035 label"),
+        ("1model", "the TFModel name must be a DNS-1035 label"),
+        ("n" * 55, "the TFModel name must be at most 54 characters"),
+        ("foo-headless", "the TFModel name must not end in -headless"),
+    ],
+)
+def test_names_that_cannot_name_every_child_are_rejected(kube: KubeCluster, name, message):
+    done = kube.kubectl(
+        "create", "--dry-run=server", "-n", "default", "-f", "-",
+        input=json.dumps(minimal(name)), check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, f"accepted: {name}"
+    assert message in done.stderr, done.stderr
+
+
+def test_good_quantities_and_the_longest_name_are_accepted(kube: KubeCluster):
+    doc = minimal("n" * 54)
+    doc["spec"]["resources"] = {
+        "requests": {"cpu": "500m", "memory": "2Gi", "nvidia.com/gpu": 1},
+        "limits": {"cpu": 2, "memory": "4096Mi"},
+    }
+    doc["spec"]["tolerations"] = [
+        {"operator": "Exists"},
+        {
+            "key": "k",
+            "operator": "Equal",
+            "value": "v",
+            "effect": "NoExecute",
+            "tolerationSeconds": 30,
+        },
+    ]
+    kube.kubectl("create", "--dry-run=server", "-n", "default", "-f", "-", input=json.dumps(doc))
+
+
+def test_name_rules_apply_on_create_only(kube: KubeCluster, namespace: str):
+    """Names never change: a TFModel created under the earlier CRD (without the name rules)
+    stays editable under this one (the rules use optionalOldSelf and pass on updates)."""
+    crd_file = ROOT / "crds" / "serving.tfmodel.io_tfmodels.yaml"
+    earlier = yaml.safe_load(crd_file.read_text())
+    del earlier["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+
+    def install(doc: dict) -> None:
+        kube.kubectl(
+            "apply", "--server-side", "--force-conflicts", "--field-manager=test-crd",
+            "-f", "-", input=json.dumps(doc),
+        )  # fmt: skip
+
+    def create_legacy() -> bool:
+        done = kube.kubectl(
+            "create", "-n", namespace, "-f", "-", input=json.dumps(minimal("old-headless")),
+            check=False,
+        )  # fmt: skip
+        return done.returncode == 0
+
+    try:
+        install(earlier)
+        wait_for(create_legacy, 30, "the earlier CRD in effect")
+    finally:
+        install(yaml.safe_load(crd_file.read_text()))
+    wait_for(
+        lambda: kube.kubectl(
+            "create", "--dry-run=server", "-n", namespace, "-f", "-",
+            input=json.dumps(minimal("new-headless")), check=False,
+        ).returncode != 0,
+        30,
+        "this CRD in effect",
+    )  # fmt: skip
+    kube.kubectl(
+        "patch", "tfm", "old-headless", "-n", namespace, "--type=merge", "-p",
+        '{"spec":{"replicas":2}}',
+    )  # fmt: skip
+    kube.kubectl("delete", "tfm", "old-headless", "-n", namespace, "--wait=false")
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))

@@ -112,6 +112,9 @@ def test_rbac_is_least_privilege(kube: KubeCluster):
     assert {v for g, r, v in granted if r == "pods"} == {"list"}
     assert {v for g, r, v in granted if r == "persistentvolumeclaims"} == {"get"}
     assert {v for g, r, v in granted if r == "tfmodels"} == {"get", "list", "watch", "patch"}
+    # Deleted only when they leave the spec: the HPA and the PDB.
+    deletable = {r for g, r, v in granted if v == "delete"}
+    assert deletable == {"horizontalpodautoscalers", "poddisruptionbudgets"}
 
 
 def test_helm_install_cluster_wide(kube: KubeCluster):

@@ -38,12 +38,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [serving.tfmodel.io]
   resources: [tfmodels/finalizers]
   verbs: [update]
+# get: the ownership check before every apply; create + patch: server-side apply.
+# delete only where a child can leave the spec (HPA, PDB).
 - apiGroups: [""]
   resources: [configmaps, services]
-  verbs: [get, create, patch, delete]
+  verbs: [get, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch, delete]
+  verbs: [get, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, create, patch, delete]

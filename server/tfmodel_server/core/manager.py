@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 
 
 __all__ = ["ManagerOptions", "ModelInfo", "ServableManager", "VersionStatus"]
+
+
+# Labels the canary traffic split (set_traffic_split) routes between.
+STABLE_LABEL = "stable"
+CANARY_LABEL = "canary"
 
 
 @dataclass
@@ -84,6 +90,8 @@ class ServableManager(Generic[S]):
         self._source = source
         self._lock = threading.RLock()  # guards model/version state read by request threads
         self._models: dict[str, _Model[S]] = {}
+        self._canary_fractions: dict[str, float] = {}
+        self._rng = random.Random()
         self._load_pool = ThreadPoolExecutor(
             max_workers=max(1, self.options.load_threads), thread_name_prefix="tf-load"
         )
@@ -250,6 +258,28 @@ class ServableManager(Generic[S]):
             model = self._models.get(name)
             if model is not None and model.configured:
                 model.labels = dict(labels)
+
+    def set_traffic_split(self, fractions: dict[str, float]) -> None:
+        """Canary split (tfmodel): model -> probability that a request for the `stable`
+        label, or for no version or label, is served by the `canary` label's version."""
+        with self._lock:
+            self._canary_fractions = {k: v for k, v in fractions.items() if v > 0}
+
+    def _split_version(self, model: _Model[S], label: str | None) -> int | None:
+        """The version a split model serves for `label` (None or stable); None: no split."""
+        fraction = self._canary_fractions.get(model.name, 0.0)
+        labels = model.labels if model.configured else {}
+        stable, canary = labels.get(STABLE_LABEL), labels.get(CANARY_LABEL)
+        if fraction <= 0 or stable is None or canary is None:
+            return None
+        canary_record = model.versions.get(canary)
+        canary_up = canary_record is not None and canary_record.state == AVAILABLE
+        if canary_up and self._rng.random() < fraction:
+            return canary
+        stable_record = model.versions.get(stable)
+        if label is None and (stable_record is None or stable_record.state != AVAILABLE):
+            return None  # unversioned and stable not up: the usual highest AVAILABLE version
+        return stable
 
     def labels(self, name: str) -> dict[str, int]:
         with self._lock:
@@ -535,6 +565,8 @@ class ServableManager(Generic[S]):
             raise invalid_argument("ModelSpec has no name specified.")
         with self._lock:
             model = self._models.get(name)
+            if version is None and label in (None, STABLE_LABEL) and model is not None:
+                version = self._split_version(model, label)
             if version is None and label is not None:
                 labels = model.labels if model is not None and model.configured else {}
                 if label not in labels:
