@@ -79,7 +79,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         async def call() -> predict_pb2.PredictResponse:
             ref = model_ref_from_spec(request.model_spec)
-            inputs = {a: tensor_codec.to_ndarray(t, a) for a, t in request.inputs.items()}
+            budget = self._service.budget()  # one per request, shared by its inputs
+            inputs = {a: tensor_codec.to_ndarray(t, a, budget) for a, t in request.inputs.items()}
             served, outputs = await self._service.predict(
                 ref, request.model_spec.signature_name, inputs, list(request.output_filter)
             )

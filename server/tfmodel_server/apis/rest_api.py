@@ -121,6 +121,11 @@ class RestHandlers:
         except ServingError as e:
             self.observer(model, api, e.code, time.perf_counter() - start)
             return error_response(e)
+        except web.HTTPRequestEntityTooLarge:
+            self.observer(model, api, grpc.StatusCode.INVALID_ARGUMENT, time.perf_counter() - start)
+            limit = self.service.max_request_decoded_bytes
+            message = f"Request body is larger than this server's limit of {limit} bytes"
+            return _json_response({"error": f"{message} (--max_request_decoded_bytes)"}, 413)
         except asyncio.TimeoutError:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
             self.observer(model, api, code, time.perf_counter() - start)
@@ -141,7 +146,7 @@ class RestHandlers:
 
             def inputs_for(signature) -> dict:
                 specs = {a: (t.dtype, t.shape) for a, t in signature.inputs.items()}
-                inputs, fmt = json_tensor.inputs_from_doc(doc, specs)
+                inputs, fmt = json_tensor.inputs_from_doc(doc, specs, self.service.budget())
                 formats.append(fmt)
                 return inputs
 
@@ -232,10 +237,12 @@ def build_app(
 ) -> web.Application:
     """`middlewares` (CORS, token check) run outside the in-flight count."""
     handlers = RestHandlers(service, state, observer, timeout_seconds)
-    # TF Serving accepts JSON bodies of any size; 2 GiB mirrors its proto limit.
+    # TF Serving accepts JSON bodies of any size. Here a body is at most the decoded-bytes
+    # cap: JSON text is never smaller than the tensors it holds, and parsing it costs a
+    # multiple of its size (bench/rest_decode_memory.py).
     app = web.Application(
         middlewares=[*(middlewares or []), _in_flight_middleware(state)],
-        client_max_size=2**31 - 1,
+        client_max_size=service.max_request_decoded_bytes,
     )
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

@@ -33,6 +33,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
 from tfmodel_server.codecs import tensor_proto as tc
+from tfmodel_server.codecs.limits import MAX_RANK, DecodeBudget
 from tfmodel_server.errors import ServingError, invalid_argument
 
 # input alias -> (DataType enum, shape or None); shape is not needed for parsing.
@@ -277,17 +278,13 @@ def signature_name_of(doc: dict) -> str:
 # ---------------------------------------------------------------------------
 
 
-# numpy's dimension limit (TF allows 254, but arrays here are numpy first).
-_MAX_RANK = 63
-
-
 def _dense_shape(v: object) -> list[int]:
     """GetDenseTensorShape: follow the first element of each nested list."""
     shape = []
     while type(v) is list:
-        if len(shape) == _MAX_RANK:
+        if len(shape) == MAX_RANK:
             raise invalid_argument(
-                f"JSON value nested too deeply: a tensor has at most {_MAX_RANK} dimensions"
+                f"JSON value nested too deeply: a tensor has at most {MAX_RANK} dimensions"
             )
         shape.append(len(v))
         if not v:
@@ -393,12 +390,38 @@ def _values_to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
     return np.array(values, dtype=np_dtype).reshape(shape)
 
 
-def _slow_tensor(v: object, dtype: int) -> tuple[np.ndarray, int]:
-    """FillTensorProto over one JSON value: (array, element count) or the exact error."""
+def _slow_tensor(
+    v: object, dtype: int, budget: DecodeBudget | None = None, name: str = ""
+) -> tuple[np.ndarray, int]:
+    """FillTensorProto over one JSON value: (array, element count) or the exact error.
+
+    `budget` is charged before the array is built (None: only validating).
+    """
     shape = _dense_shape(v)
     values: list = []
     _fill(v, 0, dtype, shape, values)
+    if budget is not None:
+        _charge(budget, shape, dtype, name, values)
     return _values_to_array(values, shape, dtype), len(values)
+
+
+def _payload_len(x: object) -> int:
+    # str/bytes leaves, or the text of a {"b64": ...} object (unvalidated on the fast path).
+    if type(x) is str or type(x) is bytes:
+        return len(x)
+    if type(x) is dict and type(b64 := x.get("b64")) is str:
+        return len(b64)
+    return 0
+
+
+def _charge(
+    budget: DecodeBudget, shape: list[int], dtype: int, name: str, leaves: list | None
+) -> None:
+    np_dtype = tc.dtype_to_numpy(dtype)
+    payload = 0
+    if dtype == tc.DT_STRING and leaves:
+        payload = sum(map(_payload_len, leaves))
+    budget.charge_tensor(shape, np_dtype, name, payload)
 
 
 # ---------------------------------------------------------------------------
@@ -419,7 +442,7 @@ def _fast_leaves(v: object, shape: list[int]) -> list | None:
     return level
 
 
-def _fast_array(v: object, dtype: int) -> np.ndarray | None:
+def _fast_array(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.ndarray | None:
     shape = _dense_shape(v)
     leaves = _fast_leaves(v, shape)
     if leaves is None:
@@ -427,6 +450,7 @@ def _fast_array(v: object, dtype: int) -> np.ndarray | None:
     np_dtype = tc.NUMPY_DTYPES.get(dtype)
     if np_dtype is None:
         return None
+    _charge(budget, shape, dtype, name, leaves)
     if not leaves:
         return np.zeros(shape, dtype=np_dtype) if dtype != tc.DT_STRING else np.empty(shape, object)
     types = set(map(type, leaves))
@@ -475,11 +499,13 @@ def _fast_array(v: object, dtype: int) -> np.ndarray | None:
     return None
 
 
-def _tensor(v: object, dtype: int) -> np.ndarray:
+def _tensor(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.ndarray:
     """One dense tensor (columnar input / whole row column) from a JSON value."""
-    arr = _fast_array(v, dtype)
+    used = budget.used
+    arr = _fast_array(v, dtype, budget, name)
     if arr is None:
-        arr, _ = _slow_tensor(v, dtype)
+        budget.used = used  # the fast path may have charged before giving up
+        arr, _ = _slow_tensor(v, dtype, budget, name)
     return arr
 
 
@@ -541,7 +567,7 @@ def _row_slow(instances: list, specs: InputSpecs, elements_are_objects: bool) ->
                 ) from None
 
 
-def _row_inputs(instances: list, specs: InputSpecs) -> dict[str, np.ndarray]:
+def _row_inputs(instances: list, specs: InputSpecs, budget: DecodeBudget) -> dict[str, np.ndarray]:
     first = instances[0]
     if type(first) is not dict and len(specs) > 1:
         raise invalid_argument(
@@ -550,29 +576,33 @@ def _row_inputs(instances: list, specs: InputSpecs) -> dict[str, np.ndarray]:
         )
     elements_are_objects = type(first) is dict and not _is_b64_object(first)
     result: dict[str, np.ndarray] = {}
+    used = budget.used
     if not elements_are_objects:
         name = next(iter(specs))
-        arr = _fast_array(instances, specs[name][0])
-        if arr is not None and not any(map(_is_plain_object, instances)):
-            return {name: arr}
+        if not any(map(_is_plain_object, instances)):
+            arr = _fast_array(instances, specs[name][0], budget, name)
+            if arr is not None:
+                return {name: arr}
     else:
         names = set(specs)
         if all(type(e) is dict and e.keys() == names for e in instances):
             for name, (dtype, _) in specs.items():
-                arr = _fast_array([e[name] for e in instances], dtype)
+                arr = _fast_array([e[name] for e in instances], dtype, budget, name)
                 if arr is None:
                     break
                 result[name] = arr
             else:
                 return result
+    budget.used = used  # the fast path gave up: its charges are void
+    result.clear()
     _row_slow(instances, specs, elements_are_objects)
     # The replica found nothing wrong: build the tensors the slow way.
     if not elements_are_objects:
         name = next(iter(specs))
-        arr, _ = _slow_tensor(instances, specs[name][0])
+        arr, _ = _slow_tensor(instances, specs[name][0], budget, name)
         return {name: arr}
     return {
-        name: _slow_tensor([e[name] for e in instances], dtype)[0]
+        name: _slow_tensor([e[name] for e in instances], dtype, budget, name)[0]
         for name, (dtype, _) in specs.items()
     }
 
@@ -581,7 +611,9 @@ def _is_plain_object(v: object) -> bool:
     return type(v) is dict and not _is_b64_object(v)
 
 
-def _columnar_inputs(value: object, specs: InputSpecs) -> dict[str, np.ndarray]:
+def _columnar_inputs(
+    value: object, specs: InputSpecs, budget: DecodeBudget
+) -> dict[str, np.ndarray]:
     if type(value) is not dict or _is_b64_object(value):
         if len(specs) > 1:
             raise invalid_argument(
@@ -589,25 +621,30 @@ def _columnar_inputs(value: object, specs: InputSpecs) -> dict[str, np.ndarray]:
                 "tensors required as per tensorinfo_map"
             )
         name, (dtype, _) = next(iter(specs.items()))
-        return {name: _tensor(value, dtype)}
+        return {name: _tensor(value, dtype, budget, name)}
     result = {}
     for name, (dtype, _) in specs.items():
         if name not in value:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        result[name] = _tensor(value[name], dtype)
+        result[name] = _tensor(value[name], dtype, budget, name)
     return result
 
 
-def inputs_from_doc(doc: dict, input_specs: InputSpecs) -> tuple[dict[str, np.ndarray], JsonFormat]:
-    """Input arrays (keyed by alias) and the request format from a decoded predict body."""
+def inputs_from_doc(
+    doc: dict, input_specs: InputSpecs, budget: DecodeBudget | None = None
+) -> tuple[dict[str, np.ndarray], JsonFormat]:
+    """Input arrays (keyed by alias) and the request format from a decoded predict body.
+
+    The tensors are charged to `budget` (a default-sized one if None) before allocation.
+    """
     try:
-        return _inputs_from_doc(doc, input_specs)
+        return _inputs_from_doc(doc, input_specs, budget or DecodeBudget())
     except RecursionError:  # decoded fine, but too deep for the element walk
         raise invalid_argument("JSON value nested too deeply") from None
 
 
 def _inputs_from_doc(
-    doc: dict, input_specs: InputSpecs
+    doc: dict, input_specs: InputSpecs, budget: DecodeBudget
 ) -> tuple[dict[str, np.ndarray], JsonFormat]:
     if not input_specs:
         name = doc.get("signature_name") or "DEFAULT"
@@ -625,14 +662,16 @@ def _inputs_from_doc(
             raise _format_error(doc, "Excepting 'instances' to be an list/array")
         if not instances:
             raise _format_error(doc, "No values in 'instances' array")
-        return _row_inputs(instances, input_specs), JsonFormat.ROW
+        return _row_inputs(instances, input_specs, budget), JsonFormat.ROW
     if has_inputs:
-        return _columnar_inputs(doc["inputs"], input_specs), JsonFormat.COLUMNAR
+        return _columnar_inputs(doc["inputs"], input_specs, budget), JsonFormat.COLUMNAR
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
 def parse_predict_request(
-    body: bytes | str, input_specs: InputSpecs | Callable[[str], InputSpecs]
+    body: bytes | str,
+    input_specs: InputSpecs | Callable[[str], InputSpecs],
+    budget: DecodeBudget | None = None,
 ) -> PredictRequestJson:
     """Parse a predict body once.
 
@@ -642,7 +681,7 @@ def parse_predict_request(
     doc = decode_body(body)
     signature_name = signature_name_of(doc)
     specs = input_specs(signature_name) if callable(input_specs) else input_specs
-    inputs, fmt = inputs_from_doc(doc, specs)
+    inputs, fmt = inputs_from_doc(doc, specs, budget)
     return PredictRequestJson(signature_name=signature_name, inputs=inputs, format=fmt)
 
 
