@@ -23,7 +23,12 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tfmodel_server.apis.metadata import model_metadata_response
 from tfmodel_server.codecs import json_request as json_tensor
 from tfmodel_server.codecs import json_response
-from tfmodel_server.errors import ServingError, invalid_argument
+from tfmodel_server.errors import (
+    MAX_REST_MESSAGE_BYTES,
+    ServingError,
+    bounded_message,
+    invalid_argument,
+)
 from tfmodel_server.inference.service import InferenceService, ModelRef
 from tfmodel_server.model_servers.model_status import (
     model_status_response,
@@ -44,6 +49,7 @@ _STATUS_RE = re.compile(
     re.IGNORECASE,
 )
 _JSON = "application/json"
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -65,16 +71,20 @@ def _json_response(payload: bytes | dict, status: int = 200) -> web.Response:
 
 
 def error_response(error: ServingError) -> web.Response:
-    return _json_response({"error": error.message}, error.http_status)
+    # Bounded, and valid UTF-8 even when the message quotes a lone surrogate from the body.
+    message = bounded_message(error.message, MAX_REST_MESSAGE_BYTES)
+    return _json_response({"error": message}, error.http_status)
 
 
 def _ref(name: str, version: str | None, label: str | None) -> ModelRef:
     name = unquote(name)
     if version is not None:
-        try:
-            return ModelRef(name, version=int(version))
-        except ValueError:
-            raise invalid_argument(f"Failed to convert version: {version} to numeric.") from None
+        # absl::SimpleAtoi into an int64, as TF Serving parses it.
+        if len(version) > 19 or int(version) > _INT64_MAX:
+            raise invalid_argument(
+                f"Failed to convert version: {bounded_message(version, 64)} to numeric."
+            )
+        return ModelRef(name, version=int(version))
     if label is not None:
         return ModelRef(name, label=unquote(label))
     return ModelRef(name)

@@ -94,8 +94,8 @@ def _as_double(v: int | float) -> float:
     """The double RapidJSON would hold; integers beyond a double's range become +/-inf."""
     try:
         return float(v)
-    except OverflowError:
-        return math.copysign(math.inf, v)
+    except OverflowError:  # v is a huge int: copysign(inf, v) would overflow again
+        return math.inf if v > 0 else -math.inf
 
 
 def _json_type_string(v: object) -> str:
@@ -138,9 +138,21 @@ def _decimal_text(v: float, single: bool) -> str:
     return text
 
 
+# Values nested deeper than this print as "..." (the walk is recursive).
+_MAX_PRINT_DEPTH = 64
+
+
+def _quoted(text: str) -> str:
+    # Escaping is per character, so a prefix's text is a prefix of the whole text's.
+    return json.dumps(text[: _MAX_ERROR_VALUE_CHARS + 1], ensure_ascii=False)
+
+
 def _pretty(v: object, indent: int, out: list[str]) -> None:
     # RapidJSON PrettyWriter layout (4 spaces), as TF Serving's JsonValueToString.
     t = type(v)
+    if indent > _MAX_PRINT_DEPTH and (t is dict or t is list):
+        out.append("...")
+        return
     if t is dict:
         if not v:
             out.append("{}")
@@ -148,9 +160,11 @@ def _pretty(v: object, indent: int, out: list[str]) -> None:
         out.append("{\n")
         pad = "    " * (indent + 1)
         for i, (k, item) in enumerate(v.items()):
+            if len(out) > _MAX_ERROR_VALUE_CHARS:
+                break  # past what json_value_to_string keeps: stop walking
             if i:
                 out.append(",\n")
-            out.append(pad + json.dumps(k, ensure_ascii=False) + ": ")
+            out.append(pad + _quoted(k) + ": ")
             _pretty(item, indent + 1, out)
         out.append("\n" + "    " * indent + "}")
     elif t is list:
@@ -160,13 +174,15 @@ def _pretty(v: object, indent: int, out: list[str]) -> None:
         out.append("[\n")
         pad = "    " * (indent + 1)
         for i, item in enumerate(v):
+            if len(out) > _MAX_ERROR_VALUE_CHARS:
+                break
             if i:
                 out.append(",\n")
             out.append(pad)
             _pretty(item, indent + 1, out)
         out.append("\n" + "    " * indent + "]")
     elif t is str:
-        out.append(json.dumps(v, ensure_ascii=False))
+        out.append(_quoted(v))
     elif v is None:
         out.append("null")
     elif t is bool:
@@ -256,6 +272,8 @@ def decode_body(body: bytes | str) -> dict:
             ) from None
         except RecursionError:
             raise invalid_argument("JSON Parse error: document nested too deeply") from None
+        except ValueError as e:  # e.g. an integer past Python's 4300-digit conversion limit
+            raise invalid_argument(f"JSON Parse error: {e}") from None
     if type(doc) is not dict:
         raise _format_error(doc, "Is not object")
     return doc
