@@ -290,15 +290,16 @@ def test_grpc_raw_bytes(server, method, raw):
     _check_grpc(server.channel().unary_unary(method), raw)
 
 
-_dims = st.lists(
-    st.sampled_from([-1, 0, 1, 2, 3, 7, 2**31, 2**32, 2**40, 2**62, 2**63 - 1]), max_size=70
-)
-_name = st.sampled_from(["linear", "multi", "", "nope"]) | st.text(max_size=6)
+_dim = st.sampled_from([-1, 0, 1, 2, 3, 7, 2**31, 2**32, 2**40, 2**62, 2**63 - 1])
+_dims = st.lists(_dim, max_size=3) | st.lists(st.sampled_from([0, 1, 2]), min_size=60, max_size=70)
+_name = st.sampled_from(["linear", "multi", "linear", "multi", "", "nope"]) | st.text(max_size=6)
+# Mostly the dtypes the models take (float, int64, string), sometimes any enum value.
+_dtype = st.sampled_from([1, 1, 1, 9, 7, 19, 3]) | st.integers(0, 30)
 
 
 @st.composite
 def _tensor(draw) -> tensor_pb2.TensorProto:
-    proto = tensor_pb2.TensorProto(dtype=draw(st.integers(0, 30)))
+    proto = tensor_pb2.TensorProto(dtype=draw(_dtype))
     for d in draw(_dims):
         proto.tensor_shape.dim.add(size=d)
     proto.tensor_shape.unknown_rank = draw(st.booleans()) and draw(st.booleans())
@@ -332,7 +333,8 @@ def _spec(draw, spec) -> None:
 def _predict(draw) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     _spec(draw, request.model_spec)
-    for alias in draw(st.lists(st.sampled_from(["x", "a", "b", "s"]) | _name, max_size=4)):
+    aliases = st.sampled_from(["x", "a", "b", "s"]) | _name
+    for alias in draw(st.lists(aliases, min_size=1, max_size=4)):
         request.inputs[alias].CopyFrom(draw(_tensor()))
     request.output_filter.extend(draw(st.lists(st.sampled_from(["y", "sum", "zz"]), max_size=3)))
     return request

@@ -106,7 +106,9 @@ def test_rank_above_numpys_limit(server, rank):
 
 def test_dims_overflowing_int64_even_with_a_zero(server):
     x = _tensor(types_pb2.DT_FLOAT, [2**62, 2**62, 0])
-    assert "more than 2**63 - 1 elements" in _rejected(server, "linear", x=x)
+    assert "too large for an array (over 2**63 - 1 bytes)" in _rejected(server, "linear", x=x)
+    x = _tensor(types_pb2.DT_FLOAT, [0, 2**62])  # 2**62 floats: 2**64 bytes
+    assert "too large for an array" in _rejected(server, "linear", x=x)
 
 
 def test_over_the_cap_with_real_bytes_and_under_it(server):

@@ -41,7 +41,7 @@ def shape_string(shape: Sequence[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def element_count(dims: Sequence[int], name: str = "") -> int:
+def element_count(dims: Sequence[int], name: str = "", itemsize: int = 1) -> int:
     """Elements of a declared shape; INVALID_ARGUMENT for a rank, dim or size numpy can't hold.
 
     Python ints do not overflow, so the product is exact; the caller compares it with the
@@ -58,9 +58,9 @@ def element_count(dims: Sequence[int], name: str = "") -> int:
         if d:
             nonzero *= d
     # numpy refuses such shapes even with a zero dimension ("array is too big").
-    if nonzero > _INT64_MAX:
+    if nonzero * itemsize > _INT64_MAX:
         raise tensor_error(
-            name, f"shape {_short_shape(dims)} would have more than 2**63 - 1 elements"
+            name, f"shape {_short_shape(dims)} is too large for an array (over 2**63 - 1 bytes)"
         )
     return n
 
@@ -94,7 +94,7 @@ class DecodeBudget:
 
         `string_bytes`: for string tensors, the payload bytes beyond the per-element cost.
         """
-        n = element_count(dims, name)
+        n = element_count(dims, name, np_dtype.itemsize)
         per_element = STRING_ELEMENT_BYTES if np_dtype.kind == "O" else np_dtype.itemsize
         self.charge(n * per_element + string_bytes, name, f"shape {_short_shape(dims)}")
         return n
