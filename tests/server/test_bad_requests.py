@@ -9,6 +9,7 @@ normal run.
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import quote
 
 import grpc
@@ -38,10 +39,12 @@ BAD_GRPC = {
 }
 MAX_GRPC_DETAILS = 2048 + 64
 MAX_REST_BODY = 8192 + 256
+# TFMODEL_FUZZ_EXAMPLES=N digs deeper with fresh random examples (the default run is fixed).
+_DEEP = int(os.environ.get("TFMODEL_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
-    max_examples=150,
+    max_examples=_DEEP or 150,
     deadline=None,
-    derandomize=True,
+    derandomize=not _DEEP,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

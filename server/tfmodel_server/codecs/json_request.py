@@ -22,7 +22,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 
@@ -433,12 +433,10 @@ def _payload_len(x: object) -> int:
 
 
 def _charge(
-    budget: DecodeBudget, shape: list[int], dtype: int, name: str, leaves: list | None
+    budget: DecodeBudget, shape: list[int], dtype: int, name: str, leaves: Iterable
 ) -> None:
     np_dtype = tc.dtype_to_numpy(dtype)
-    payload = 0
-    if dtype == tc.DT_STRING and leaves:
-        payload = sum(map(_payload_len, leaves))
+    payload = sum(map(_payload_len, leaves)) if dtype == tc.DT_STRING else 0
     budget.charge_tensor(shape, np_dtype, name, payload)
 
 
@@ -447,52 +445,46 @@ def _charge(
 # ---------------------------------------------------------------------------
 
 
-def _fast_leaves(v: object, shape: list[int]) -> list | None:
-    """Leaves of a dense nested list of the given shape, or None if it is not dense."""
+def _fast_rows(v: object, shape: list[int]) -> list | None:
+    """The innermost lists of a dense nested list of `shape` (their concatenation is the
+    leaves, which are never copied into one flat list), or None if it is not dense."""
+    if not shape:
+        return [[v]]
     level = [v]
-    for size in shape:
+    for i, size in enumerate(shape):
         if set(map(type, level)) - {list}:
             return None
         lengths = set(map(len, level))
         if lengths and lengths != {size}:
             return None
+        if i == len(shape) - 1:
+            return level
         level = list(chain.from_iterable(level))
     return level
 
 
 def _fast_array(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.ndarray | None:
     shape = _dense_shape(v)
-    leaves = _fast_leaves(v, shape)
-    if leaves is None:
+    rows = _fast_rows(v, shape)
+    if rows is None:
         return None
     np_dtype = tc.NUMPY_DTYPES.get(dtype)
     if np_dtype is None:
         return None
-    _charge(budget, shape, dtype, name, leaves)
-    if not leaves:
+    _charge(budget, shape, dtype, name, chain.from_iterable(rows))
+    if not any(rows):
         return np.zeros(shape, dtype=np_dtype) if dtype != tc.DT_STRING else np.empty(shape, object)
-    types = set(map(type, leaves))
+    types = set(map(type, chain.from_iterable(rows)))
     if dtype in _FLOAT_MAX_INT:
-        if not types <= {int, float}:
-            return None
-        if int in types:
-            ints = leaves if float not in types else [x for x in leaves if type(x) is int]
-            limit = _FLOAT_MAX_INT[dtype]
-            if min(ints) < -limit or max(ints) > limit:
-                return None
-        arr = np.array(leaves, dtype=np.float64)
-        if dtype != tc.DT_DOUBLE and float in types:
-            with np.errstate(invalid="ignore"):
-                if np.any(np.abs(arr[np.isfinite(arr)]) > _FLT_MAX):
-                    return None
-        return arr.astype(np_dtype).reshape(shape)
+        return _fast_float_array(v, rows, types, dtype, np_dtype)
     if dtype in _INT_RANGES:
         if types != {int}:
             return None
         lo, hi = _INT_RANGES[dtype]
-        if min(leaves) < lo or max(leaves) > hi:
+        if min(map(min, rows)) < lo or max(map(max, rows)) > hi:
             return None
-        return np.array(leaves, dtype=np_dtype).reshape(shape)
+        return np.array(v, dtype=np_dtype)
+    leaves = list(chain.from_iterable(rows))
     if dtype == tc.DT_BOOL:
         if types != {bool}:
             return None
@@ -515,6 +507,35 @@ def _fast_array(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.nd
         arr[:] = values
         return arr.reshape(shape)
     return None
+
+
+def _fast_float_array(
+    v: object, rows: list, types: set, dtype: int, np_dtype: np.dtype
+) -> np.ndarray | None:
+    """float/double/half/bfloat16 straight from the nested lists: numpy walks them in C
+    and allocates only the result (no flat list, no float64 copy for float32)."""
+    if not types <= {int, float}:
+        return None
+    if int in types:
+        limit = _FLOAT_MAX_INT[dtype]
+        if float in types:
+            ints = [x for x in chain.from_iterable(rows) if type(x) is int]
+            lo, hi = min(ints), max(ints)
+        else:  # C-level min/max over the rows, no copy
+            lo, hi = min(map(min, rows)), max(map(max, rows))
+        if lo < -limit or hi > limit:
+            return None
+    if dtype not in (tc.DT_FLOAT, tc.DT_DOUBLE):  # no direct Python-float conversion
+        return np.array(v, dtype=np.float64).astype(np_dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.array(v, dtype=np_dtype)
+    if dtype == tc.DT_FLOAT and float in types:
+        bad = np.flatnonzero(~np.isfinite(arr))
+        width = len(rows[0]) if rows else 1
+        for i in bad.tolist():
+            if math.isfinite(_as_double(rows[i // width][i % width])):
+                return None  # a finite double beyond float's range: the exact error
+    return arr
 
 
 def _tensor(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.ndarray:
