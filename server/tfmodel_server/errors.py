@@ -62,3 +62,19 @@ def failed_precondition(message: str) -> ServingError:
 
 def unavailable(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.UNAVAILABLE, message)
+
+
+# gRPC sends the message percent-encoded in a trailer, and clients drop trailers over
+# 16 KiB (they then see RESOURCE_EXHAUSTED instead of the error): 2 KiB of UTF-8 stays
+# under 6 KiB encoded. REST bodies have no such limit but get a bound all the same.
+MAX_GRPC_MESSAGE_BYTES = 2048
+MAX_REST_MESSAGE_BYTES = 8192
+
+
+def bounded_message(message: str, max_bytes: int = MAX_GRPC_MESSAGE_BYTES) -> str:
+    """`message` as valid UTF-8 (lone surrogates escaped) of at most ~max_bytes."""
+    data = message.encode("utf-8", "backslashreplace")
+    if len(data) <= max_bytes:
+        return data.decode("utf-8")
+    head = data[:max_bytes].decode("utf-8", "ignore")  # never split a character
+    return f"{head}... ({len(data) - len(head.encode('utf-8'))} more bytes)"

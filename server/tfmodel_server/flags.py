@@ -20,6 +20,9 @@ STARTUP_FAILURE_EXIT_CODE = 255
 
 log = logging.getLogger(__name__)
 
+# Same value as codecs.limits.DEFAULT_MAX_REQUEST_DECODED_BYTES (flags sit below codecs).
+DEFAULT_MAX_REQUEST_DECODED_BYTES = 1 << 30
+
 
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
@@ -68,6 +71,8 @@ class ServerOptions:
     listen_before_models_load: bool = False
     auth_token_file: str = ""
     enable_reload_config_rpc: bool = True
+    # --- request limits (see _add_request_limit_flags) ---
+    max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(or for no version or label) to the canary label's version",
     )
     _add_fidelity_flags(p, flag_bool)
+    _add_request_limit_flags(p)
     return p
+
+
+def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max_request_decoded_bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_DECODED_BYTES,
+        help="largest total size of the tensors one request may decode to (checked from "
+        "declared shapes before allocating; also bounds REST bodies); default 1 GiB",
+    )
 
 
 # --- drop-in fidelity block ---------------------------------------------------
@@ -284,6 +300,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     _warn_no_effect(ns)
     if ns.workers < 1:
         parser.error("--workers must be at least 1")
+    if ns.max_request_decoded_bytes < 1:
+        parser.error("--max_request_decoded_bytes must be at least 1")
     for name in ("port", "rest_api_port"):
         value = getattr(ns, name)
         if not 0 <= value <= 65535:
@@ -327,6 +345,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         listen_before_models_load=ns.listen_before_models_load,
         auth_token_file=ns.auth_token_file,
         enable_reload_config_rpc=ns.enable_reload_config_rpc,
+        max_request_decoded_bytes=ns.max_request_decoded_bytes,
     )
 
 

@@ -111,7 +111,10 @@ class ModelServer:
         self.manager.add_listener(self._refresh_pending_labels)
         self.runner: InferenceRunner = self.ext.runner or DirectRunner(options.grpc_max_threads)
         self.service = InferenceService(
-            self.manager, self.runner, options.enable_signature_method_name_check
+            self.manager,
+            self.runner,
+            options.enable_signature_method_name_check,
+            options.max_request_decoded_bytes,
         )
         self.rest_state = RestState()
         self._reload_lock = asyncio.Lock()

@@ -135,6 +135,37 @@ def _build_multi_input(path: Path) -> None:
             builder.save()
 
 
+def _build_image(path: Path) -> None:
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, shape=[None, 784], name="images")
+        y = tf.reduce_sum(x, axis=1, name="scores")
+        utils = v1.saved_model.utils
+        predict = v1.saved_model.signature_def_utils.build_signature_def(
+            inputs={"images": utils.build_tensor_info(x)},
+            outputs={"scores": utils.build_tensor_info(y)},
+            method_name="tensorflow/serving/predict",
+        )
+        with v1.Session(graph=graph) as session:
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(
+                session,
+                [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={"serving_default": predict},
+                strip_default_attrs=True,
+            )
+            builder.save()
+
+
+def export_image(base_path: str | os.PathLike, version: int) -> Path:
+    """serving_default: images f32[-1,784] -> scores f32[-1] (row sums), MNIST-shaped."""
+    template = _template(("image",), _build_image)
+    return _copy_version(template, base_path, version)
+
+
 def export_linear(
     base_path: str | os.PathLike, version: int, a: float = 0.5, b: float = 2.0
 ) -> Path:

@@ -20,6 +20,7 @@ from tensorflow.core.framework import types_pb2 as t
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 from tfmodel_server.codecs import json_request as jt
 from tfmodel_server.codecs import json_response as jr
+from tfmodel_server.codecs.limits import DecodeBudget
 from tfmodel_server.errors import ServingError
 
 ROW = jt.JsonFormat.ROW
@@ -496,7 +497,7 @@ def _random_json_value(rng: np.random.Generator, shape: tuple[int, ...], dtype: 
 @pytest.mark.parametrize("shape", [(), (5,), (3, 4), (2, 3, 2), (2, 0)])
 def test_fast_path_equals_exact_replica(dtype, shape):
     value = _random_json_value(np.random.default_rng(1), shape, dtype)
-    fast = jt._fast_array(value, dtype)
+    fast = jt._fast_array(value, dtype, DecodeBudget(), "x")
     slow, _ = jt._slow_tensor(value, dtype)
     assert fast is not None
     assert fast.dtype == slow.dtype and fast.shape == slow.shape == shape

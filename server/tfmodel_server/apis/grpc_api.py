@@ -16,15 +16,18 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
 
+from tfmodel_server.apis.grpc_parsing import add_servicer
 from tfmodel_server.apis.metadata import model_metadata_response
 from tfmodel_server.codecs import tensor_proto as tensor_codec
-from tfmodel_server.errors import ServingError
+from tfmodel_server.errors import ServingError, bounded_message
 from tfmodel_server.inference.service import (
     InferenceService,
     fill_model_spec,
@@ -54,11 +57,11 @@ async def _observed_call(
         response = await call()
     except ServingError as e:
         observer(model, api, e.code, time.perf_counter() - start)
-        await context.abort(e.code, e.message)
+        await context.abort(e.code, bounded_message(e.message))
     except Exception as e:  # a bug or a TF failure must not surface as UNKNOWN
         log.exception("%s on model %r failed", api, model)
         observer(model, api, grpc.StatusCode.INTERNAL, time.perf_counter() - start)
-        await context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+        await context.abort(grpc.StatusCode.INTERNAL, bounded_message(f"{type(e).__name__}: {e}"))
     observer(model, api, grpc.StatusCode.OK, time.perf_counter() - start)
     return response
 
@@ -79,7 +82,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         async def call() -> predict_pb2.PredictResponse:
             ref = model_ref_from_spec(request.model_spec)
-            inputs = {a: tensor_codec.to_ndarray(t, a) for a, t in request.inputs.items()}
+            budget = self._service.budget()  # one per request, shared by its inputs
+            inputs = {a: tensor_codec.to_ndarray(t, a, budget) for a, t in request.inputs.items()}
             served, outputs = await self._service.predict(
                 ref, request.model_spec.signature_name, inputs, list(request.output_filter)
             )
@@ -191,10 +195,15 @@ def add_services(
     as_tensor_content: bool = False,
 ) -> list[str]:
     """Register both services; returns their full names (for reflection/health)."""
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(service, observer, as_tensor_content), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(service, reload_config), server
-    )
-    return ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
+    return [
+        add_servicer(
+            server,
+            PredictionServicer(service, observer, as_tensor_content),
+            prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+        ),
+        add_servicer(
+            server,
+            ModelServicer(service, reload_config),
+            model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+        ),
+    ]

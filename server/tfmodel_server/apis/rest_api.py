@@ -23,7 +23,12 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tfmodel_server.apis.metadata import model_metadata_response
 from tfmodel_server.codecs import json_request as json_tensor
 from tfmodel_server.codecs import json_response
-from tfmodel_server.errors import ServingError, invalid_argument
+from tfmodel_server.errors import (
+    MAX_REST_MESSAGE_BYTES,
+    ServingError,
+    bounded_message,
+    invalid_argument,
+)
 from tfmodel_server.inference.service import InferenceService, ModelRef
 from tfmodel_server.model_servers.model_status import (
     model_status_response,
@@ -44,6 +49,7 @@ _STATUS_RE = re.compile(
     re.IGNORECASE,
 )
 _JSON = "application/json"
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -65,16 +71,20 @@ def _json_response(payload: bytes | dict, status: int = 200) -> web.Response:
 
 
 def error_response(error: ServingError) -> web.Response:
-    return _json_response({"error": error.message}, error.http_status)
+    # Bounded, and valid UTF-8 even when the message quotes a lone surrogate from the body.
+    message = bounded_message(error.message, MAX_REST_MESSAGE_BYTES)
+    return _json_response({"error": message}, error.http_status)
 
 
 def _ref(name: str, version: str | None, label: str | None) -> ModelRef:
     name = unquote(name)
     if version is not None:
-        try:
-            return ModelRef(name, version=int(version))
-        except ValueError:
-            raise invalid_argument(f"Failed to convert version: {version} to numeric.") from None
+        # absl::SimpleAtoi into an int64, as TF Serving parses it.
+        if len(version) > 19 or int(version) > _INT64_MAX:
+            raise invalid_argument(
+                f"Failed to convert version: {bounded_message(version, 64)} to numeric."
+            )
+        return ModelRef(name, version=int(version))
     if label is not None:
         return ModelRef(name, label=unquote(label))
     return ModelRef(name)
@@ -121,6 +131,11 @@ class RestHandlers:
         except ServingError as e:
             self.observer(model, api, e.code, time.perf_counter() - start)
             return error_response(e)
+        except web.HTTPRequestEntityTooLarge:
+            self.observer(model, api, grpc.StatusCode.INVALID_ARGUMENT, time.perf_counter() - start)
+            limit = self.service.max_request_decoded_bytes
+            message = f"Request body is larger than this server's limit of {limit} bytes"
+            return _json_response({"error": f"{message} (--max_request_decoded_bytes)"}, 413)
         except asyncio.TimeoutError:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
             self.observer(model, api, code, time.perf_counter() - start)
@@ -141,7 +156,8 @@ class RestHandlers:
 
             def inputs_for(signature) -> dict:
                 specs = {a: (t.dtype, t.shape) for a, t in signature.inputs.items()}
-                inputs, fmt = json_tensor.inputs_from_doc(doc, specs)
+                inputs, fmt = json_tensor.inputs_from_doc(doc, specs, self.service.budget())
+                doc.clear()  # free the parsed JSON (~32 bytes a number) before TF runs
                 formats.append(fmt)
                 return inputs
 
@@ -232,10 +248,12 @@ def build_app(
 ) -> web.Application:
     """`middlewares` (CORS, token check) run outside the in-flight count."""
     handlers = RestHandlers(service, state, observer, timeout_seconds)
-    # TF Serving accepts JSON bodies of any size; 2 GiB mirrors its proto limit.
+    # TF Serving accepts JSON bodies of any size. Here a body is at most the decoded-bytes
+    # cap: JSON text is never smaller than the tensors it holds, and parsing it costs a
+    # multiple of its size (bench/rest_decode_memory.py).
     app = web.Application(
         middlewares=[*(middlewares or []), _in_flight_middleware(state)],
-        client_max_size=2**31 - 1,
+        client_max_size=service.max_request_decoded_bytes,
     )
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

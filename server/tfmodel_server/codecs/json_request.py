@@ -22,7 +22,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 
@@ -33,6 +33,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
 from tfmodel_server.codecs import tensor_proto as tc
+from tfmodel_server.codecs.limits import MAX_RANK, DecodeBudget
 from tfmodel_server.errors import ServingError, invalid_argument
 
 # input alias -> (DataType enum, shape or None); shape is not needed for parsing.
@@ -93,8 +94,8 @@ def _as_double(v: int | float) -> float:
     """The double RapidJSON would hold; integers beyond a double's range become +/-inf."""
     try:
         return float(v)
-    except OverflowError:
-        return math.copysign(math.inf, v)
+    except OverflowError:  # v is a huge int: copysign(inf, v) would overflow again
+        return math.inf if v > 0 else -math.inf
 
 
 def _json_type_string(v: object) -> str:
@@ -137,9 +138,21 @@ def _decimal_text(v: float, single: bool) -> str:
     return text
 
 
+# Values nested deeper than this print as "..." (the walk is recursive).
+_MAX_PRINT_DEPTH = 64
+
+
+def _quoted(text: str) -> str:
+    # Escaping is per character, so a prefix's text is a prefix of the whole text's.
+    return json.dumps(text[: _MAX_ERROR_VALUE_CHARS + 1], ensure_ascii=False)
+
+
 def _pretty(v: object, indent: int, out: list[str]) -> None:
     # RapidJSON PrettyWriter layout (4 spaces), as TF Serving's JsonValueToString.
     t = type(v)
+    if indent > _MAX_PRINT_DEPTH and (t is dict or t is list):
+        out.append("...")
+        return
     if t is dict:
         if not v:
             out.append("{}")
@@ -147,9 +160,11 @@ def _pretty(v: object, indent: int, out: list[str]) -> None:
         out.append("{\n")
         pad = "    " * (indent + 1)
         for i, (k, item) in enumerate(v.items()):
+            if len(out) > _MAX_ERROR_VALUE_CHARS:
+                break  # past what json_value_to_string keeps: stop walking
             if i:
                 out.append(",\n")
-            out.append(pad + json.dumps(k, ensure_ascii=False) + ": ")
+            out.append(pad + _quoted(k) + ": ")
             _pretty(item, indent + 1, out)
         out.append("\n" + "    " * indent + "}")
     elif t is list:
@@ -159,13 +174,15 @@ def _pretty(v: object, indent: int, out: list[str]) -> None:
         out.append("[\n")
         pad = "    " * (indent + 1)
         for i, item in enumerate(v):
+            if len(out) > _MAX_ERROR_VALUE_CHARS:
+                break
             if i:
                 out.append(",\n")
             out.append(pad)
             _pretty(item, indent + 1, out)
         out.append("\n" + "    " * indent + "]")
     elif t is str:
-        out.append(json.dumps(v, ensure_ascii=False))
+        out.append(_quoted(v))
     elif v is None:
         out.append("null")
     elif t is bool:
@@ -255,6 +272,8 @@ def decode_body(body: bytes | str) -> dict:
             ) from None
         except RecursionError:
             raise invalid_argument("JSON Parse error: document nested too deeply") from None
+        except ValueError as e:  # e.g. an integer past Python's 4300-digit conversion limit
+            raise invalid_argument(f"JSON Parse error: {e}") from None
     if type(doc) is not dict:
         raise _format_error(doc, "Is not object")
     return doc
@@ -277,17 +296,13 @@ def signature_name_of(doc: dict) -> str:
 # ---------------------------------------------------------------------------
 
 
-# numpy's dimension limit (TF allows 254, but arrays here are numpy first).
-_MAX_RANK = 63
-
-
 def _dense_shape(v: object) -> list[int]:
     """GetDenseTensorShape: follow the first element of each nested list."""
     shape = []
     while type(v) is list:
-        if len(shape) == _MAX_RANK:
+        if len(shape) == MAX_RANK:
             raise invalid_argument(
-                f"JSON value nested too deeply: a tensor has at most {_MAX_RANK} dimensions"
+                f"JSON value nested too deeply: a tensor has at most {MAX_RANK} dimensions"
             )
         shape.append(len(v))
         if not v:
@@ -393,12 +408,36 @@ def _values_to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
     return np.array(values, dtype=np_dtype).reshape(shape)
 
 
-def _slow_tensor(v: object, dtype: int) -> tuple[np.ndarray, int]:
-    """FillTensorProto over one JSON value: (array, element count) or the exact error."""
+def _slow_tensor(
+    v: object, dtype: int, budget: DecodeBudget | None = None, name: str = ""
+) -> tuple[np.ndarray, int]:
+    """FillTensorProto over one JSON value: (array, element count) or the exact error.
+
+    `budget` is charged before the array is built (None: only validating).
+    """
     shape = _dense_shape(v)
     values: list = []
     _fill(v, 0, dtype, shape, values)
+    if budget is not None:
+        _charge(budget, shape, dtype, name, values)
     return _values_to_array(values, shape, dtype), len(values)
+
+
+def _payload_len(x: object) -> int:
+    # str/bytes leaves, or the text of a {"b64": ...} object (unvalidated on the fast path).
+    if type(x) is str or type(x) is bytes:
+        return len(x)
+    if type(x) is dict and type(b64 := x.get("b64")) is str:
+        return len(b64)
+    return 0
+
+
+def _charge(
+    budget: DecodeBudget, shape: list[int], dtype: int, name: str, leaves: Iterable
+) -> None:
+    np_dtype = tc.dtype_to_numpy(dtype)
+    payload = sum(map(_payload_len, leaves)) if dtype == tc.DT_STRING else 0
+    budget.charge_tensor(shape, np_dtype, name, payload)
 
 
 # ---------------------------------------------------------------------------
@@ -406,51 +445,46 @@ def _slow_tensor(v: object, dtype: int) -> tuple[np.ndarray, int]:
 # ---------------------------------------------------------------------------
 
 
-def _fast_leaves(v: object, shape: list[int]) -> list | None:
-    """Leaves of a dense nested list of the given shape, or None if it is not dense."""
+def _fast_rows(v: object, shape: list[int]) -> list | None:
+    """The innermost lists of a dense nested list of `shape` (their concatenation is the
+    leaves, which are never copied into one flat list), or None if it is not dense."""
+    if not shape:
+        return [[v]]
     level = [v]
-    for size in shape:
+    for i, size in enumerate(shape):
         if set(map(type, level)) - {list}:
             return None
         lengths = set(map(len, level))
         if lengths and lengths != {size}:
             return None
+        if i == len(shape) - 1:
+            return level
         level = list(chain.from_iterable(level))
     return level
 
 
-def _fast_array(v: object, dtype: int) -> np.ndarray | None:
+def _fast_array(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.ndarray | None:
     shape = _dense_shape(v)
-    leaves = _fast_leaves(v, shape)
-    if leaves is None:
+    rows = _fast_rows(v, shape)
+    if rows is None:
         return None
     np_dtype = tc.NUMPY_DTYPES.get(dtype)
     if np_dtype is None:
         return None
-    if not leaves:
+    _charge(budget, shape, dtype, name, chain.from_iterable(rows))
+    if not any(rows):
         return np.zeros(shape, dtype=np_dtype) if dtype != tc.DT_STRING else np.empty(shape, object)
-    types = set(map(type, leaves))
+    types = set(map(type, chain.from_iterable(rows)))
     if dtype in _FLOAT_MAX_INT:
-        if not types <= {int, float}:
-            return None
-        if int in types:
-            ints = leaves if float not in types else [x for x in leaves if type(x) is int]
-            limit = _FLOAT_MAX_INT[dtype]
-            if min(ints) < -limit or max(ints) > limit:
-                return None
-        arr = np.array(leaves, dtype=np.float64)
-        if dtype != tc.DT_DOUBLE and float in types:
-            with np.errstate(invalid="ignore"):
-                if np.any(np.abs(arr[np.isfinite(arr)]) > _FLT_MAX):
-                    return None
-        return arr.astype(np_dtype).reshape(shape)
+        return _fast_float_array(v, rows, types, dtype, np_dtype)
     if dtype in _INT_RANGES:
         if types != {int}:
             return None
         lo, hi = _INT_RANGES[dtype]
-        if min(leaves) < lo or max(leaves) > hi:
+        if min(map(min, rows)) < lo or max(map(max, rows)) > hi:
             return None
-        return np.array(leaves, dtype=np_dtype).reshape(shape)
+        return np.array(v, dtype=np_dtype)
+    leaves = list(chain.from_iterable(rows))
     if dtype == tc.DT_BOOL:
         if types != {bool}:
             return None
@@ -475,11 +509,42 @@ def _fast_array(v: object, dtype: int) -> np.ndarray | None:
     return None
 
 
-def _tensor(v: object, dtype: int) -> np.ndarray:
+def _fast_float_array(
+    v: object, rows: list, types: set, dtype: int, np_dtype: np.dtype
+) -> np.ndarray | None:
+    """float/double/half/bfloat16 straight from the nested lists: numpy walks them in C
+    and allocates only the result (no flat list, no float64 copy for float32)."""
+    if not types <= {int, float}:
+        return None
+    if int in types:
+        limit = _FLOAT_MAX_INT[dtype]
+        if float in types:
+            ints = [x for x in chain.from_iterable(rows) if type(x) is int]
+            lo, hi = min(ints), max(ints)
+        else:  # C-level min/max over the rows, no copy
+            lo, hi = min(map(min, rows)), max(map(max, rows))
+        if lo < -limit or hi > limit:
+            return None
+    if dtype not in (tc.DT_FLOAT, tc.DT_DOUBLE):  # no direct Python-float conversion
+        return np.array(v, dtype=np.float64).astype(np_dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.array(v, dtype=np_dtype)
+    if dtype == tc.DT_FLOAT and float in types:
+        bad = np.flatnonzero(~np.isfinite(arr))
+        width = len(rows[0]) if rows else 1
+        for i in bad.tolist():
+            if math.isfinite(_as_double(rows[i // width][i % width])):
+                return None  # a finite double beyond float's range: the exact error
+    return arr
+
+
+def _tensor(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.ndarray:
     """One dense tensor (columnar input / whole row column) from a JSON value."""
-    arr = _fast_array(v, dtype)
+    used = budget.used
+    arr = _fast_array(v, dtype, budget, name)
     if arr is None:
-        arr, _ = _slow_tensor(v, dtype)
+        budget.used = used  # the fast path may have charged before giving up
+        arr, _ = _slow_tensor(v, dtype, budget, name)
     return arr
 
 
@@ -541,7 +606,7 @@ def _row_slow(instances: list, specs: InputSpecs, elements_are_objects: bool) ->
                 ) from None
 
 
-def _row_inputs(instances: list, specs: InputSpecs) -> dict[str, np.ndarray]:
+def _row_inputs(instances: list, specs: InputSpecs, budget: DecodeBudget) -> dict[str, np.ndarray]:
     first = instances[0]
     if type(first) is not dict and len(specs) > 1:
         raise invalid_argument(
@@ -550,29 +615,33 @@ def _row_inputs(instances: list, specs: InputSpecs) -> dict[str, np.ndarray]:
         )
     elements_are_objects = type(first) is dict and not _is_b64_object(first)
     result: dict[str, np.ndarray] = {}
+    used = budget.used
     if not elements_are_objects:
         name = next(iter(specs))
-        arr = _fast_array(instances, specs[name][0])
-        if arr is not None and not any(map(_is_plain_object, instances)):
-            return {name: arr}
+        if not any(map(_is_plain_object, instances)):
+            arr = _fast_array(instances, specs[name][0], budget, name)
+            if arr is not None:
+                return {name: arr}
     else:
         names = set(specs)
         if all(type(e) is dict and e.keys() == names for e in instances):
             for name, (dtype, _) in specs.items():
-                arr = _fast_array([e[name] for e in instances], dtype)
+                arr = _fast_array([e[name] for e in instances], dtype, budget, name)
                 if arr is None:
                     break
                 result[name] = arr
             else:
                 return result
+    budget.used = used  # the fast path gave up: its charges are void
+    result.clear()
     _row_slow(instances, specs, elements_are_objects)
     # The replica found nothing wrong: build the tensors the slow way.
     if not elements_are_objects:
         name = next(iter(specs))
-        arr, _ = _slow_tensor(instances, specs[name][0])
+        arr, _ = _slow_tensor(instances, specs[name][0], budget, name)
         return {name: arr}
     return {
-        name: _slow_tensor([e[name] for e in instances], dtype)[0]
+        name: _slow_tensor([e[name] for e in instances], dtype, budget, name)[0]
         for name, (dtype, _) in specs.items()
     }
 
@@ -581,7 +650,9 @@ def _is_plain_object(v: object) -> bool:
     return type(v) is dict and not _is_b64_object(v)
 
 
-def _columnar_inputs(value: object, specs: InputSpecs) -> dict[str, np.ndarray]:
+def _columnar_inputs(
+    value: object, specs: InputSpecs, budget: DecodeBudget
+) -> dict[str, np.ndarray]:
     if type(value) is not dict or _is_b64_object(value):
         if len(specs) > 1:
             raise invalid_argument(
@@ -589,25 +660,30 @@ def _columnar_inputs(value: object, specs: InputSpecs) -> dict[str, np.ndarray]:
                 "tensors required as per tensorinfo_map"
             )
         name, (dtype, _) = next(iter(specs.items()))
-        return {name: _tensor(value, dtype)}
+        return {name: _tensor(value, dtype, budget, name)}
     result = {}
     for name, (dtype, _) in specs.items():
         if name not in value:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        result[name] = _tensor(value[name], dtype)
+        result[name] = _tensor(value[name], dtype, budget, name)
     return result
 
 
-def inputs_from_doc(doc: dict, input_specs: InputSpecs) -> tuple[dict[str, np.ndarray], JsonFormat]:
-    """Input arrays (keyed by alias) and the request format from a decoded predict body."""
+def inputs_from_doc(
+    doc: dict, input_specs: InputSpecs, budget: DecodeBudget | None = None
+) -> tuple[dict[str, np.ndarray], JsonFormat]:
+    """Input arrays (keyed by alias) and the request format from a decoded predict body.
+
+    The tensors are charged to `budget` (a default-sized one if None) before allocation.
+    """
     try:
-        return _inputs_from_doc(doc, input_specs)
+        return _inputs_from_doc(doc, input_specs, budget or DecodeBudget())
     except RecursionError:  # decoded fine, but too deep for the element walk
         raise invalid_argument("JSON value nested too deeply") from None
 
 
 def _inputs_from_doc(
-    doc: dict, input_specs: InputSpecs
+    doc: dict, input_specs: InputSpecs, budget: DecodeBudget
 ) -> tuple[dict[str, np.ndarray], JsonFormat]:
     if not input_specs:
         name = doc.get("signature_name") or "DEFAULT"
@@ -625,14 +701,16 @@ def _inputs_from_doc(
             raise _format_error(doc, "Excepting 'instances' to be an list/array")
         if not instances:
             raise _format_error(doc, "No values in 'instances' array")
-        return _row_inputs(instances, input_specs), JsonFormat.ROW
+        return _row_inputs(instances, input_specs, budget), JsonFormat.ROW
     if has_inputs:
-        return _columnar_inputs(doc["inputs"], input_specs), JsonFormat.COLUMNAR
+        return _columnar_inputs(doc["inputs"], input_specs, budget), JsonFormat.COLUMNAR
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
 def parse_predict_request(
-    body: bytes | str, input_specs: InputSpecs | Callable[[str], InputSpecs]
+    body: bytes | str,
+    input_specs: InputSpecs | Callable[[str], InputSpecs],
+    budget: DecodeBudget | None = None,
 ) -> PredictRequestJson:
     """Parse a predict body once.
 
@@ -642,7 +720,7 @@ def parse_predict_request(
     doc = decode_body(body)
     signature_name = signature_name_of(doc)
     specs = input_specs(signature_name) if callable(input_specs) else input_specs
-    inputs, fmt = inputs_from_doc(doc, specs)
+    inputs, fmt = inputs_from_doc(doc, specs, budget)
     return PredictRequestJson(signature_name=signature_name, inputs=inputs, format=fmt)
 
 

@@ -37,6 +37,7 @@ from tfmodel_server.codecs.dtypes import (  # noqa: F401  (re-exported: tc.DT_FL
     dtype_to_numpy,
     numpy_to_dtype,
 )
+from tfmodel_server.codecs.limits import DecodeBudget, element_count, shape_string, tensor_error
 from tfmodel_server.errors import ServingError, invalid_argument
 
 TensorProto = tensor_pb2.TensorProto
@@ -62,18 +63,10 @@ _FIELD: dict[int, tuple[str, np.dtype]] = {
 }
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
-_MAX_RANK = 254  # TensorShape::kMaxDimensions
-
-
-def shape_string(shape: tuple[int, ...] | list[int]) -> str:
-    """TensorShape::DebugString format: "[2,3]"."""
-    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _parse_error(name: str, detail: str) -> ServingError:
-    # TF Serving reports FromProto failures as "tensor parsing error: <alias>".
-    prefix = f"tensor parsing error: {name}: " if name else "tensor parsing error: "
-    return invalid_argument(prefix + detail)
+    return tensor_error(name, detail)
 
 
 def _shape_of(proto: TensorProto, name: str) -> tuple[int, ...]:
@@ -81,11 +74,7 @@ def _shape_of(proto: TensorProto, name: str) -> tuple[int, ...]:
     if shape_proto.unknown_rank:
         raise _parse_error(name, "tensor_shape has unknown rank")
     dims = tuple(d.size for d in shape_proto.dim)
-    if len(dims) > _MAX_RANK:
-        raise _parse_error(name, f"tensor_shape has rank {len(dims)} > {_MAX_RANK}")
-    for d in dims:
-        if d < 0:
-            raise _parse_error(name, f"tensor_shape {shape_string(dims)} has a negative dimension")
+    element_count(dims, name)  # rank, negative dims, int64 overflow: before anything else
     return dims
 
 
@@ -122,25 +111,30 @@ def _object_array(values: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def to_ndarray(proto: TensorProto, name: str = "") -> np.ndarray:
+def to_ndarray(
+    proto: TensorProto, name: str = "", budget: DecodeBudget | None = None
+) -> np.ndarray:
     """numpy array holding the TensorProto's value; INVALID_ARGUMENT if malformed.
 
-    Numeric arrays decoded from tensor_content are read-only views of the proto bytes
-    (no copy); `name` (the input alias) is only used in error messages.
+    The declared shape is charged to `budget` (the request's; a default-sized one if
+    None) before anything is allocated. Numeric arrays decoded from tensor_content are
+    read-only views of the proto bytes (no copy); `name` (the input alias) is only used
+    in error messages.
     """
     dtype = proto.dtype
     np_dtype = NUMPY_DTYPES.get(dtype)
     if np_dtype is None:
         raise _parse_error(name, f"unsupported dtype {dtype_name(dtype)}")
     shape = _shape_of(proto, name)
-    n = 1
-    for d in shape:
-        n *= d
+    if budget is None:
+        budget = DecodeBudget()
 
     content = proto.tensor_content
     if content:
         if dtype == DT_STRING:
+            n = budget.charge_tensor(shape, np_dtype, name, len(content))
             return _object_array(_decode_string_list(content, n, name), shape)
+        n = budget.charge_tensor(shape, np_dtype, name)
         expected = n * np_dtype.itemsize
         if len(content) != expected:
             raise _parse_error(
@@ -157,11 +151,16 @@ def to_ndarray(proto: TensorProto, name: str = "") -> np.ndarray:
 
     if dtype == DT_STRING:
         values = list(proto.string_val)
+        n = element_count(shape, name)
         _check_count(len(values), n, name)
+        # TF copies the repeated last value into every missing element.
+        repeated = (n - len(values)) * (len(values[-1]) if values else 0)
+        budget.charge_tensor(shape, np_dtype, name, sum(map(len, values)) + repeated)
         if len(values) < n:
             values = values + [values[-1] if values else b""] * (n - len(values))
         return _object_array(values, shape)
 
+    n = budget.charge_tensor(shape, np_dtype, name)
     field, field_dtype = _FIELD[dtype]
     raw = np.array(getattr(proto, field), dtype=field_dtype)
     if dtype == DT_COMPLEX64 or dtype == DT_COMPLEX128:

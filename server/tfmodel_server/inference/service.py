@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tfmodel_server.codecs.limits import DEFAULT_MAX_REQUEST_DECODED_BYTES, DecodeBudget
 from tfmodel_server.core.manager import ServableManager
 from tfmodel_server.errors import invalid_argument
 from tfmodel_server.inference.runner import InferenceRunner
@@ -53,12 +54,18 @@ class InferenceService:
         manager: ServableManager,
         runner: InferenceRunner,
         check_method_name: bool = False,
+        max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES,
     ) -> None:
         self.manager = manager
         self.runner = runner
+        self.max_request_decoded_bytes = max_request_decoded_bytes
         # --enable_signature_method_name_check: classify/regress only on signatures
         # whose method_name says so (off by default in TF Serving: TF2 exports say "predict").
         self.check_method_name = check_method_name
+
+    def budget(self) -> DecodeBudget:
+        """A fresh --max_request_decoded_bytes budget for one request's decoding."""
+        return DecodeBudget(self.max_request_decoded_bytes)
 
     async def predict(
         self,
@@ -103,7 +110,12 @@ class InferenceService:
         with self.manager.get_handle(ref.name, ref.version, ref.label) as handle:
             signature = handle.servable.signature(signature_name)
             note_served(handle.servable.version, signature.key)
-            feed = feed_fn(signature, request_input, check_method_name=self.check_method_name)
+            feed = feed_fn(
+                signature,
+                request_input,
+                check_method_name=self.check_method_name,
+                budget=self.budget(),
+            )
             outputs = await self._run(handle.servable, signature, feed, ())
             result = result_fn(signature, outputs, _num_examples(feed))
             return _served(handle.servable, signature), result
@@ -133,6 +145,7 @@ class InferenceService:
             lambda signature, feed, wanted: signature.run(feed, wanted),
             servable.version,
             check_method_name=self.check_method_name,
+            budget=self.budget(),
         )
 
 

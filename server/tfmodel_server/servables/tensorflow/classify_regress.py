@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 )
 
 from tfmodel_server.codecs import tensor_proto as tc
+from tfmodel_server.codecs.limits import DecodeBudget
 from tfmodel_server.errors import ServingError, failed_precondition, invalid_argument
 from tfmodel_server.servables.tensorflow.example_codec import serialized_examples_array
 from tfmodel_server.servables.tensorflow.servable import DEFAULT_SIGNATURE_KEY
@@ -141,11 +142,12 @@ def classification_feed(
     input: input_pb2.Input,
     *,
     check_method_name: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> dict[str, np.ndarray]:
     """{"inputs": serialized examples} after the signature checks."""
     classification_outputs(signature, check_method_name=check_method_name)
     _check_string_input(signature, CLASSIFY_INPUTS)
-    return {CLASSIFY_INPUTS: serialized_examples_array(input)}
+    return {CLASSIFY_INPUTS: serialized_examples_array(input, budget)}
 
 
 def _check_batch_matrix(
@@ -253,11 +255,12 @@ def regression_feed(
     input: input_pb2.Input,
     *,
     check_method_name: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> dict[str, np.ndarray]:
     """{"inputs": serialized examples} after the signature checks."""
     regression_outputs(signature, check_method_name=check_method_name)
     _check_string_input(signature, REGRESS_INPUTS)
-    return {REGRESS_INPUTS: serialized_examples_array(input)}
+    return {REGRESS_INPUTS: serialized_examples_array(input, budget)}
 
 
 def regression_result(
@@ -355,6 +358,7 @@ def run_multi_inference(
     version: int | None = None,
     *,
     check_method_name: bool = False,
+    budget: DecodeBudget | None = None,
 ) -> inference_pb2.MultiInferenceResponse:
     """MultiInference over one servable's `signatures`; results in task order.
 
@@ -386,7 +390,7 @@ def run_multi_inference(
         _check_string_input(signature, CLASSIFY_INPUTS)
         plans.append((task, signature, wanted))
 
-    examples = serialized_examples_array(request.input)
+    examples = serialized_examples_array(request.input, budget)
     response = inference_pb2.MultiInferenceResponse()
     for task, signature, wanted in plans:
         outputs = run(signature, {CLASSIFY_INPUTS: examples}, wanted)

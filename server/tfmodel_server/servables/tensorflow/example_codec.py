@@ -11,28 +11,43 @@ from __future__ import annotations
 import numpy as np
 from tensorflow_serving.apis import input_pb2
 
+from tfmodel_server.codecs.limits import STRING_ELEMENT_BYTES, DecodeBudget
 from tfmodel_server.errors import invalid_argument
 
+_INPUT_NAME = "examples"  # how budget errors name the Example batch
 
-def serialized_examples(input: input_pb2.Input) -> list[bytes]:
-    """Serialized tf.Example strings of `input`; INVALID_ARGUMENT "Input is empty." if none."""
+
+def serialized_examples(input: input_pb2.Input, budget: DecodeBudget | None = None) -> list[bytes]:
+    """Serialized tf.Example strings of `input`; INVALID_ARGUMENT "Input is empty." if none.
+
+    The size is charged to `budget` first: a context is copied into every example, so
+    a 1 MB context with a million empty examples would otherwise build a terabyte.
+    """
+    if budget is None:
+        budget = DecodeBudget()
     kind = input.WhichOneof("kind")
     if kind == "example_list":
-        result = [example.SerializeToString() for example in input.example_list.examples]
+        examples = input.example_list.examples
+        context = b""
     elif kind == "example_list_with_context":
-        with_context = input.example_list_with_context
-        context = with_context.context.SerializeToString()
-        result = [context + example.SerializeToString() for example in with_context.examples]
+        examples = input.example_list_with_context.examples
+        context = input.example_list_with_context.context.SerializeToString()
     else:
-        result = []
-    if not result:
+        examples = []
+        context = b""
+    if not examples:
         raise invalid_argument("Input is empty.")
-    return result
+    n = len(examples)
+    size = n * (len(context) + STRING_ELEMENT_BYTES) + sum(e.ByteSize() for e in examples)
+    budget.charge(size, _INPUT_NAME, f"{n} serialized tf.Examples")
+    return [context + example.SerializeToString() for example in examples]
 
 
-def serialized_examples_array(input: input_pb2.Input) -> np.ndarray:
+def serialized_examples_array(
+    input: input_pb2.Input, budget: DecodeBudget | None = None
+) -> np.ndarray:
     """The [num_examples] object array of serialized examples fed to the model."""
-    values = serialized_examples(input)
+    values = serialized_examples(input, budget)
     arr = np.empty(len(values), dtype=object)
     arr[:] = values
     return arr

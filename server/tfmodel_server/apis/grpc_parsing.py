@@ -1,0 +1,51 @@
+"""Register gRPC servicers so that an unparseable request is INVALID_ARGUMENT.
+
+With the generated `add_*Servicer_to_server`, grpcio parses the request itself and
+answers a DecodeError with UNKNOWN and a Python class name. Here handlers receive the
+raw bytes and parse them, so the client gets TF Serving's code for a bad request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import grpc
+from google.protobuf import descriptor, message, message_factory
+
+from tfmodel_server.errors import bounded_message
+
+Impl = Callable[[message.Message, grpc.aio.ServicerContext], Awaitable[message.Message]]
+
+
+def _parsing(impl: Impl, request_type: type[message.Message]):
+    full_name = request_type.DESCRIPTOR.full_name
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> message.Message:
+        try:
+            request = request_type.FromString(raw)
+        except Exception as e:  # DecodeError, and anything else a hostile buffer provokes
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                bounded_message(f"Could not parse request as {full_name}: {e}"),
+            )
+        return await impl(request, context)
+
+    return handler
+
+
+def add_servicer(
+    server: grpc.aio.Server, servicer: object, service: descriptor.ServiceDescriptor
+) -> str:
+    """Register every (unary) method of `service` on `servicer`; returns the service name."""
+    handlers = {}
+    for method in service.methods:
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _parsing(getattr(servicer, method.name), request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    return service.full_name
