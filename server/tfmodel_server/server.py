@@ -323,13 +323,16 @@ class ModelServer:
             ],
         )
         # keepalive_timeout is aiohttp's idle timer (from connection open and
-        # after each response); shutdown_timeout only bounds cleanup after our
-        # own drain has already closed every connection.
+        # after each response). handler_cancellation: a connection closed by
+        # the client or aborted by the drain cancels its handler, so no
+        # handler outlives its socket; shutdown_timeout then only bounds a
+        # cleanup that finds every connection already closed.
         runner = web.AppRunner(
             app,
             access_log=None,
             handle_signals=False,
             keepalive_timeout=opts.rest_api_idle_timeout_seconds,
+            handler_cancellation=True,
             shutdown_timeout=1.0,
         )
         await runner.setup()
