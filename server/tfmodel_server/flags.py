@@ -73,6 +73,12 @@ class ServerOptions:
     enable_reload_config_rpc: bool = True
     # --- request limits (see _add_request_limit_flags) ---
     max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES
+    # --- connection limits and shutdown (see _add_limit_flags) ---
+    shutdown_readiness_delay_seconds: float = 0.0
+    rest_api_header_timeout_seconds: float = 10.0
+    rest_api_body_timeout_seconds: float = 60.0
+    rest_api_idle_timeout_seconds: float = 75.0
+    rest_api_max_connections: int = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_fidelity_flags(p, flag_bool)
     _add_request_limit_flags(p)
+    _add_limit_flags(p)
     return p
 
 
@@ -247,6 +254,59 @@ def _add_fidelity_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
     )
 
 
+# --- limits and shutdown block -------------------------------------------------
+# tfmodel additions: TF Serving has none of these; the defaults only stop
+# clients that hold a socket without sending (see README "Limits and failure
+# behaviour").
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shutdown_readiness_delay_seconds",
+        type=float,
+        default=0.0,
+        help="tfmodel: on SIGTERM, keep serving this long with /readyz 503 (so load "
+        "balancers take the pod out) before draining; 0 drains at once as TF Serving",
+    )
+    p.add_argument(
+        "--rest_api_header_timeout_seconds",
+        type=float,
+        default=10.0,
+        help="tfmodel: a REST request's line and headers must arrive within this many "
+        "seconds of its first byte (408, connection closed); 0 = no limit",
+    )
+    p.add_argument(
+        "--rest_api_body_timeout_seconds",
+        type=float,
+        default=60.0,
+        help="tfmodel: a REST request body must arrive within this many seconds after "
+        "its headers (408, connection closed); 0 = no limit",
+    )
+    p.add_argument(
+        "--rest_api_idle_timeout_seconds",
+        type=float,
+        default=75.0,
+        help="tfmodel: close a REST keep-alive connection idle this long",
+    )
+    p.add_argument(
+        "--rest_api_max_connections",
+        type=int,
+        default=1000,
+        help="tfmodel: open REST connections beyond this get 503 and are closed "
+        "(bounded below the file-descriptor limit); 0 = no limit",
+    )
+
+
+_NON_NEGATIVE = (
+    "drain_timeout_seconds",
+    "shutdown_readiness_delay_seconds",
+    "rest_api_header_timeout_seconds",
+    "rest_api_body_timeout_seconds",
+    "rest_api_idle_timeout_seconds",
+    "rest_api_max_connections",
+)
+
+
 def _warn_no_effect(ns: argparse.Namespace) -> None:
     for name, (_, default, why) in NO_EFFECT_FLAGS.items():
         value = getattr(ns, name)
@@ -306,6 +366,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         value = getattr(ns, name)
         if not 0 <= value <= 65535:
             parser.error(f"--{name} must be in 0..65535, got {value}")
+    for name in _NON_NEGATIVE:
+        if getattr(ns, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(ns, name)}")
     if ns.port == 0 and ns.rest_api_port == 0:
         parser.error("--port and --rest_api_port are both 0: nothing to serve")
     tags = tuple(t.strip() for t in ns.saved_model_tags.split(",") if t.strip())
@@ -346,6 +409,11 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         auth_token_file=ns.auth_token_file,
         enable_reload_config_rpc=ns.enable_reload_config_rpc,
         max_request_decoded_bytes=ns.max_request_decoded_bytes,
+        shutdown_readiness_delay_seconds=ns.shutdown_readiness_delay_seconds,
+        rest_api_header_timeout_seconds=ns.rest_api_header_timeout_seconds,
+        rest_api_body_timeout_seconds=ns.rest_api_body_timeout_seconds,
+        rest_api_idle_timeout_seconds=ns.rest_api_idle_timeout_seconds,
+        rest_api_max_connections=ns.rest_api_max_connections,
     )
 
 

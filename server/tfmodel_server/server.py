@@ -22,6 +22,8 @@ import grpc
 from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfmodel_server import shutdown
+from tfmodel_server.apis import rest_connections
 from tfmodel_server.apis.cors import cors_middleware
 from tfmodel_server.apis.grpc_api import add_services
 from tfmodel_server.apis.rest_api import RestState, build_app
@@ -122,6 +124,8 @@ class ModelServer:
         self._tasks: list[asyncio.Task] = []
         self._grpc: grpc.aio.Server | None = None
         self._rest: web.AppRunner | None = None
+        self._rest_listener: asyncio.Server | None = None
+        self._guard: rest_connections.ConnectionGuard | None = None
         self._health = None
         self.grpc_port = 0
         self.rest_port = 0
@@ -325,6 +329,12 @@ class ModelServer:
 
     async def _start_rest(self) -> None:
         opts = self.options
+        limits = rest_connections.ConnectionLimits(
+            header_timeout=opts.rest_api_header_timeout_seconds,
+            body_timeout=opts.rest_api_body_timeout_seconds,
+            max_connections=rest_connections.fit_max_connections(opts.rest_api_max_connections),
+        )
+        guard = rest_connections.ConnectionGuard(limits)
         app = build_app(
             self.service,
             self.rest_state,
@@ -332,29 +342,40 @@ class ModelServer:
             opts.rest_api_timeout_in_ms / 1000.0,
             self.ext.rest_routes,
             middlewares=[
+                # Outermost: the body deadline holds before auth or CORS run.
+                rest_connections.limits_middleware(guard, lambda: self.rest_state.draining),
                 *([cors_middleware()] if opts.rest_api_enable_cors_support else []),
                 *([rest_token_middleware(self._tokens)] if self._tokens else []),
             ],
         )
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(
-            runner,
-            opts.bind_address,
-            opts.rest_api_port,
-            reuse_port=opts.workers > 1,
-            ssl_context=self._rest_ssl,
+        # keepalive_timeout is aiohttp's idle timer (from connection open and
+        # after each response). handler_cancellation: a connection closed by
+        # the client or aborted by the drain cancels its handler, so no
+        # handler outlives its socket; shutdown_timeout then only bounds a
+        # cleanup that finds every connection already closed.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=opts.rest_api_idle_timeout_seconds,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
         )
+        await runner.setup()
+        assert runner.server is not None
+        guard.bind(runner.server)
         try:
-            await site.start()
+            listener = await rest_connections.listen(
+                guard, opts.bind_address, opts.rest_api_port, opts.workers > 1, self._rest_ssl
+            )
         except OSError as e:
             await runner.cleanup()
             raise StartupError(
                 f"INVALID_ARGUMENT: cannot bind REST port {opts.rest_api_port}: {e}"
             ) from e
-        sockets = site._server.sockets if site._server else []  # noqa: SLF001
+        sockets = listener.sockets
         self.rest_port = sockets[0].getsockname()[1] if sockets else opts.rest_api_port
-        self._rest = runner
+        self._rest, self._rest_listener, self._guard = runner, listener, guard
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -363,23 +384,39 @@ class ModelServer:
         await self._stop.wait()
 
     async def drain_and_stop(self) -> None:
-        """SIGTERM: refuse new work, let in-flight requests finish, unload, return."""
-        timeout = self.options.drain_timeout_seconds
-        log.info("draining: no new requests; waiting up to %.0fs for in-flight ones", timeout)
+        """SIGTERM, step by step as README "Shutdown sequence" lists them."""
+        opts = self.options
+        # 1. Not ready: /readyz 503, gRPC health NOT_SERVING, REST responses
+        #    carry `Connection: close`; everything is still served.
         self.rest_state.draining = True
         self._stop.set()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        # 2. Keep listening while endpoints and load balancers catch up: a
+        #    kubelet probe (a new connection each time) sees the 503.
+        if opts.shutdown_readiness_delay_seconds > 0:
+            log.info(
+                "shutting down: /readyz 503, serving for %gs more before draining",
+                opts.shutdown_readiness_delay_seconds,
+            )
+            await asyncio.sleep(opts.shutdown_readiness_delay_seconds)
+        # 3. Drain, bounded: listeners close, in-flight calls finish until the
+        #    deadline, then what is left is cancelled or aborted.
+        timeout = opts.drain_timeout_seconds
+        exit_deadline = shutdown.arm_exit_deadline(timeout + shutdown.EXIT_MARGIN_SECONDS)
+        log.info("draining: listeners closed; waiting up to %gs for in-flight requests", timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
         waits = []
         if self._grpc is not None:
+            # grpc.aio: GOAWAY, received calls run to completion within grace.
             waits.append(self._grpc.stop(grace=timeout))
-        if self._rest is not None:
-            for site in list(self._rest.sites):
-                await site.stop()
-            waits.append(_wait_event(self.rest_state.idle, timeout))
+        if self._rest_listener is not None and self._guard is not None:
+            waits.append(rest_connections.drain(self._rest_listener, self._guard, deadline))
         await asyncio.gather(*waits)
         if self._rest is not None:
             await self._rest.cleanup()
+        # 4. Background work, then the models; the executor last, once no
+        #    call can reach it.
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -388,14 +425,8 @@ class ModelServer:
             await drain_runner()
         await self.manager.stop()
         self.runner.close()
+        exit_deadline.cancel()
         log.info("stopped")
-
-
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        log.warning("drain timeout: REST requests still in flight")
 
 
 def _noop(*args: object) -> None:
