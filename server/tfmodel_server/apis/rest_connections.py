@@ -249,7 +249,15 @@ def limits_middleware(guard: ConnectionGuard, draining: Callable[[], bool]) -> C
                     await asyncio.wait_for(request.read(), body_timeout)
                 except asyncio.TimeoutError:
                     return await _body_too_slow(request, body_timeout)
-                except web.HTTPException as e:  # e.g. 413 past client_max_size
+                except web.HTTPRequestEntityTooLarge:
+                    # client_max_size is --max_request_decoded_bytes (rest_api.build_app).
+                    limit = request.client_max_size
+                    return _json_error(
+                        413,
+                        f"Request body is larger than this server's limit of {limit} bytes "
+                        "(--max_request_decoded_bytes)",
+                    )
+                except web.HTTPException as e:
                     return _json_error(e.status, e.text or e.reason)
             response = await handler(request)
             if draining():
