@@ -25,6 +25,7 @@ def server_args(spec: TFModelSpec) -> list[str]:
         f"--model_config_file={names.CONFIG_DIR}/{names.MODELS_CONFIG_FILE}",
         f"--model_config_file_poll_wait_seconds={spec.poll_interval_seconds}",
         f"--file_system_poll_wait_seconds={spec.file_system_poll_wait_seconds}",
+        f"--traffic_split_file={names.CONFIG_DIR}/{names.TRAFFIC_SPLIT_FILE}",
         # Probes must answer while models load (the server's default, as TF
         # Serving, opens its ports only after the initial load).
         "--listen_before_models_load",

@@ -16,6 +16,8 @@ STATUS_DIFFBASE = "lastHandledConfiguration"
 CONFIG_DIR = "/etc/tfmodel"
 MODELS_CONFIG_FILE = "models.config"
 BATCHING_CONFIG_FILE = "batching.config"
+# tfmodel's canary split (--traffic_split_file), beside TF Serving's standard models.config.
+TRAFFIC_SPLIT_FILE = "traffic-split.json"
 MODELS_MOUNT = "/models"
 GRPC_CONTAINER_PORT = 8500
 REST_CONTAINER_PORT = 8501

@@ -27,6 +27,7 @@ class ModelSpec:
     base_path: str
     policy: VersionPolicy
     labels: tuple[tuple[str, int], ...]  # sorted by label
+    canary_traffic_percent: int | None = None  # None: no split file entry
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,23 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
                     f"model {raw['name']}: label {label} names version {version}, "
                     f"which is not in versionPolicy.specific.versions {list(policy.versions)}"
                 )
-    return ModelSpec(name=raw["name"], base_path=raw["basePath"], policy=policy, labels=labels)
+    percent = raw.get("canaryTrafficPercent")
+    if percent is not None:
+        percent = int(percent)
+        if not 0 <= percent <= 100:
+            raise SpecError(f"model {raw['name']}: canaryTrafficPercent {percent} is not in 0..100")
+        if not {"stable", "canary"} <= dict(labels).keys():
+            raise SpecError(
+                f"model {raw['name']}: canaryTrafficPercent needs both a stable and a canary "
+                "version label"
+            )
+    return ModelSpec(
+        name=raw["name"],
+        base_path=raw["basePath"],
+        policy=policy,
+        labels=labels,
+        canary_traffic_percent=percent,
+    )
 
 
 def _batching(raw: dict[str, Any] | None) -> Batching | None:

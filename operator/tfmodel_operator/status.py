@@ -114,9 +114,16 @@ def _rank(state: str) -> int:
 
 
 def _label_summary(spec: TFModelSpec, label: str) -> str:
-    return ",".join(
-        f"{m.name}:{dict(m.labels)[label]}" for m in spec.models if label in dict(m.labels)
-    )
+    """`model:version` per model with the label; the canary's split share as `@N%`."""
+    parts = []
+    for m in spec.models:
+        if label not in dict(m.labels):
+            continue
+        part = f"{m.name}:{dict(m.labels)[label]}"
+        if label == "canary" and m.canary_traffic_percent is not None:
+            part += f"@{m.canary_traffic_percent}%"
+        parts.append(part)
+    return ",".join(parts)
 
 
 def build_status(tfmodel: str, spec: TFModelSpec, obs: Observation) -> dict[str, Any]:

@@ -253,3 +253,73 @@ def register_pod(objs: Objects, rest_port: int) -> None:
     )
     pod = objs.get("pod", f"{NAME}-0")
     assert pod["status"]["podIP"] == "127.0.0.1", json.dumps(pod["status"])
+
+
+def test_canary_traffic_percent_splits_a_real_servers_traffic(
+    kube: KubeCluster, namespace: str, operator: OperatorProcess, tmp_path: Path
+):
+    """canaryTrafficPercent reaches the server through the ConfigMap, with no pod restart."""
+    name = "lin-split"
+    models_root = tmp_path / "models"
+    export_linear(models_root / "lin", 1, a=1.0, b=0.0)
+    export_linear(models_root / "lin", 2, a=2.0, b=0.0)
+    objs = Objects(kube, namespace)
+    objs.apply(
+        {
+            "apiVersion": "serving.tfmodel.io/v1alpha1",
+            "kind": "TFModel",
+            "metadata": {"name": name},
+            "spec": {
+                "models": [
+                    {
+                        "name": "lin",
+                        "basePath": "/models/lin",
+                        "versionPolicy": {"specific": {"versions": [1, 2]}},
+                        "versionLabels": {"stable": 1, "canary": 2},
+                        "canaryTrafficPercent": 0,
+                    }
+                ],
+                "storage": {"hostPath": {"path": "/srv/models"}},
+                "pollIntervalSeconds": POLL_SECONDS,
+            },
+        }
+    )
+    deployment = wait_for(lambda: objs.get("deployment", name), 30, "Deployment", operator.log)
+    generation = deployment["metadata"]["generation"]
+    config_dir = tmp_path / "etc-tfmodel"
+
+    def unversioned(stub, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "lin"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+            out.append(stub.Predict(request, timeout=10).model_spec.version.value)
+        return out
+
+    with KubeletConfigMapVolume(objs, names.configmap_name(name), config_dir, models_root) as vol:
+        wait_for(lambda: vol.published, 30, "ConfigMap materialised")
+        server = ServerProcess(*container_args_for_local_run(deployment, config_dir)).start()
+        try:
+            server.wait_ready()
+            server.wait_versions("lin", {1: "AVAILABLE", 2: "AVAILABLE"})
+            stub = server.prediction_stub()
+            # Held at 0%: unversioned requests stay on stable although 2 is the highest.
+            wait_for(lambda: set(unversioned(stub, 30)) == {1}, 20, "all on stable")
+            objs.patch("tfm", name, [
+                {"op": "add", "path": "/spec/models/0/canaryTrafficPercent", "value": 50}
+            ], "json")  # fmt: skip
+            wait_for(
+                lambda: set(unversioned(stub, 30)) == {1, 2},
+                POLL_SECONDS + 20,
+                "split in force",
+                lambda: operator.log()[-2000:] + "\nserver log:\n" + server.log()[-2000:],
+            )
+            served = unversioned(stub, 400)
+            assert 0.4 < served.count(2) / len(served) < 0.6
+            assert predict_version(stub, "canary") == 2
+            assert "lin:2@50%" in objs.get("tfm", name)["status"]["canaryVersions"]
+        finally:
+            server.stop()
+    assert objs.get("deployment", name)["metadata"]["generation"] == generation
+    kube.kubectl("delete", "tfm", name, "-n", namespace, "--wait=false")
