@@ -182,7 +182,7 @@ def write_status(
             unreachable_pods=unreachable,
             problems=problems,
         )
-        new = build_status(name, spec, obs)
+        new = build_status(name, spec, obs, namespace)
         conditions = new["conditions"]
     new["conditions"] = merge_conditions(conditions, old.get("conditions", []), _now())
     if all(old.get(k) == v for k, v in new.items()):
