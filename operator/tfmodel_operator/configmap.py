@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import names
-from .model_config import render_batching_config, render_models_config, render_traffic_split
+from .model_config import (
+    render_batching_config,
+    render_models_config,
+    render_monitoring_config,
+    render_traffic_split,
+)
 from .spec import TFModelSpec
 
 
@@ -15,6 +20,7 @@ def build_configmap(tfmodel: str, namespace: str, spec: TFModelSpec) -> dict[str
         # Always present (and the flag always set), so turning a split on or off only
         # rewrites the ConfigMap and never rolls the pods.
         names.TRAFFIC_SPLIT_FILE: render_traffic_split(spec),
+        names.MONITORING_CONFIG_FILE: render_monitoring_config(),
     }
     if spec.batching is not None:
         data[names.BATCHING_CONFIG_FILE] = render_batching_config(spec.batching)

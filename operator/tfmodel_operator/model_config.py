@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from . import names
 from .spec import Batching, ModelSpec, TFModelSpec, VersionPolicy
 from .textproto import Message, render
 
@@ -59,3 +60,8 @@ def render_traffic_split(spec: TFModelSpec) -> str:
         if m.canary_traffic_percent is not None
     }
     return json.dumps({"models": models}, indent=2, sort_keys=True) + "\n"
+
+
+def render_monitoring_config() -> str:
+    """MonitoringConfig text: Prometheus on the REST port at names.METRICS_PATH."""
+    return render([("prometheus_config", [("enable", True), ("path", names.METRICS_PATH)])])

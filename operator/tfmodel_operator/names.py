@@ -18,6 +18,10 @@ MODELS_CONFIG_FILE = "models.config"
 BATCHING_CONFIG_FILE = "batching.config"
 # tfmodel's canary split (--traffic_split_file), beside TF Serving's standard models.config.
 TRAFFIC_SPLIT_FILE = "traffic-split.json"
+# Prometheus on the REST port (TF Serving's MonitoringConfig): rollouts read per-version
+# figures from it, and the pods carry the usual prometheus.io/* scrape annotations.
+MONITORING_CONFIG_FILE = "monitoring.config"
+METRICS_PATH = "/monitoring/prometheus/metrics"
 MODELS_MOUNT = "/models"
 GRPC_CONTAINER_PORT = 8500
 REST_CONTAINER_PORT = 8501

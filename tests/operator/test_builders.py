@@ -134,10 +134,15 @@ def test_batching_turns_on_flags_and_configmap_key():
         "models.config",
         "batching.config",
         "traffic-split.json",
+        "monitoring.config",
     }
     plain = spec_of(example("multi-model.yaml"))
     assert not any("batching" in a for a in server_args(plain))
-    assert set(build_configmap("m", "ns", plain)["data"]) == {"models.config", "traffic-split.json"}
+    assert set(build_configmap("m", "ns", plain)["data"]) == {
+        "models.config",
+        "traffic-split.json",
+        "monitoring.config",
+    }
 
 
 # --- the Deployment ------------------------------------------------------------------------
@@ -155,6 +160,7 @@ def test_deployment_mounts_config_directory_and_passes_flags():
         "--model_config_file_poll_wait_seconds=10",
         "--file_system_poll_wait_seconds=1",
         "--traffic_split_file=/etc/tfmodel/traffic-split.json",
+        "--monitoring_config_file=/etc/tfmodel/monitoring.config",
         "--listen_before_models_load",
         # Pods start with labels in models.config (see the CRD field's description).
         "--allow_version_labels_for_unavailable_models",
@@ -782,3 +788,17 @@ def test_traffic_split_file_is_what_the_server_parses():
     raw["models"][0]["canaryTrafficPercent"] = 0
     text = render_traffic_split(parse_spec(raw))
     assert parse_traffic_split(text.encode(), "x") == {"resnet": 0.0}
+
+
+def test_monitoring_config_is_what_the_server_parses():
+    from tfmodel_operator.model_config import render_monitoring_config
+    from tfmodel_server.monitoring.metrics import parse_monitoring_config
+
+    options = parse_monitoring_config(render_monitoring_config(), "x")
+    assert options.prometheus_enabled and options.prometheus_path == names.METRICS_PATH
+    pod = build_deployment("m", "ns", spec_of(example("single-model.yaml")))["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8501",
+        "prometheus.io/path": names.METRICS_PATH,
+    }

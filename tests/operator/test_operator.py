@@ -254,15 +254,16 @@ def test_status_conditions_and_printer_columns(
     assert [m["reachablePods"] for m in status["models"]] == [0, 0, 0]
     table = kube.kubectl("get", "tfm", "multi-model", "-n", objs.namespace).stdout.splitlines()
     assert table[0].split() == [
-        "NAME", "MODELS", "READY", "STABLE", "CANARY", "AVAILABLE", "DEGRADED", "AGE"
+        "NAME", "MODELS", "READY", "STABLE", "CANARY", "AVAILABLE", "ROLLOUT", "DEGRADED", "AGE"
     ]  # fmt: skip
-    assert table[1].split()[:7] == [
+    assert table[1].split()[:8] == [
         "multi-model",
         "resnet,bert,ranker",
         "2/2",
         "resnet:1",
         "resnet:2",
         "True",
+        "<none>",  # no model has a rollout
         "StorageNotFound",  # the example's PVC "models" does not exist here
     ]
     assert status["address"] == {
