@@ -64,6 +64,15 @@ def headless_service_name(tfmodel: str) -> str:
     return f"{tfmodel}{HEADLESS_SUFFIX}"
 
 
+def servicemonitor_name(tfmodel: str) -> str:
+    return tfmodel
+
+
+# On the main Service only, so a ServiceMonitor scrapes each pod once (the headless Service
+# selects the same pods).
+SERVICE_ROLE_LABEL = f"{GROUP}/service"
+
+
 def hpa_name(tfmodel: str) -> str:
     return tfmodel
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ def apply_children(
     meta = body["metadata"]
     name, namespace, owner_uid = meta["name"], meta["namespace"], meta["uid"]
     applied = applied if applied is not None else AppliedChildren()
-    children = build_children(name, namespace, spec)
+    children = build_children(name, namespace, spec, servicemonitors_served(api, applied))
     kopf.adopt(children.present, owner=body)
     problems: list[Problem] = []
     deployment: dict[str, Any] | None = None
@@ -122,6 +123,25 @@ def apply_children(
                 )
             )
     return problems, deployment
+
+
+DISCOVERY_RECHECK_S = 300.0
+
+
+def servicemonitors_served(api: ApiClient, applied: AppliedChildren) -> bool:
+    """Whether the cluster serves monitoring.coreos.com/v1 ServiceMonitors (the Prometheus
+    Operator's CRD); asked at most every DISCOVERY_RECHECK_S seconds."""
+    now = time.monotonic()
+    checked = applied.discovery.get("servicemonitors")
+    if checked is not None and now - checked[0] < DISCOVERY_RECHECK_S:
+        return checked[1]
+    try:
+        listing = kubeapi.request(api, "GET", "/apis/monitoring.coreos.com/v1")
+        served = any(r.get("name") == "servicemonitors" for r in listing.get("resources", []))
+    except ApiException:
+        served = False  # 404: no such API group
+    applied.discovery["servicemonitors"] = (now, served)
+    return served
 
 
 def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Problem]:

@@ -472,3 +472,63 @@ def test_steady_state_makes_no_writes_and_no_404s(
         "drift repaired",
         operator.log,
     )
+
+
+# --- ServiceMonitor, when the Prometheus Operator's CRD exists (last: the CRD stays) ----------
+
+SERVICEMONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "ServiceMonitor",
+            "plural": "servicemonitors",
+            "singular": "servicemonitor",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_servicemonitor_when_the_prometheus_operator_crd_exists(kube: KubeCluster, namespace: str):
+    sa_kubeconfig = install_chart(kube)
+    objs = Objects(kube, namespace)
+    objs.apply(tfmodel("watched"))
+    kube.kubectl("apply", "-f", "-", input=json.dumps(SERVICEMONITOR_CRD))
+    kube.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com")
+    # A fresh operator (discovery is cached per process), watching this namespace only.
+    proc = OperatorProcess(sa_kubeconfig, f"--namespace={namespace}").start()
+    try:
+        monitor = wait_for(
+            lambda: objs.get("servicemonitor", "watched"), 30, "ServiceMonitor", proc.log
+        )
+        assert monitor["spec"]["endpoints"] == [
+            {"port": "http", "path": "/monitoring/prometheus/metrics"}
+        ]
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        main = objs.get("service", "watched")["metadata"]["labels"]
+        headless = objs.get("service", "watched-headless")["metadata"]["labels"]
+        assert selector.items() <= main.items() and not selector.items() <= headless.items()
+        assert owners(monitor)[0]["name"] == "watched"
+    finally:
+        proc.stop()
+        kube.kubectl("delete", "tfm", "--all", "-n", namespace, "--wait=false", check=False)
+    log = proc.log()
+    assert "Forbidden" not in log and " 403" not in log, log[-4000:]
