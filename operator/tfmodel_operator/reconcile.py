@@ -18,7 +18,7 @@ from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
 from .ownership import Ownership
 from .probe import probe_pods, scrape_pods
 from .promtext import summed
-from .rollout import PROGRESSING, CanaryObservation, RolloutState, advance, effective_spec
+from .rollout import RUNNING, CanaryObservation, RolloutState, advance, effective_spec
 from .rollout import Event as RolloutEvent
 from .rollout import summary as rollout_summary
 from .scaling import HANDOVER_MANAGER, replicas_handover
@@ -318,7 +318,7 @@ def reconcile(
     running = {
         str(r.get("model"))
         for r in (body.get("status") or {}).get("rollouts") or []
-        if r.get("phase") == PROGRESSING
+        if r.get("phase") in RUNNING
     }
     pods = observe_pods(api, namespace, meta["name"], scrape=bool(running))
     states, events = advance_rollouts(spec, body.get("status") or {}, pods, _utcnow())

@@ -49,6 +49,10 @@ class RolloutState:
     canary_requests: int = 0
     canary_error_ratio: float | None = None
     canary_latency_p99_ms: float | None = None
+    # The canary's counters when its traffic began: earlier requests (an earlier, rolled-back
+    # attempt at the same version) do not count.
+    baseline_requests: int = 0
+    baseline_errors: int = 0
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -59,6 +63,8 @@ class RolloutState:
             "weight": self.weight,
             "message": self.message,
             "canaryRequests": self.canary_requests,
+            "baselineRequests": self.baseline_requests,
+            "baselineErrors": self.baseline_errors,
         }
         for key, value in (
             ("target", self.target),
@@ -84,6 +90,8 @@ class RolloutState:
             canary_requests=int(raw.get("canaryRequests", 0)),
             canary_error_ratio=raw.get("canaryErrorRatio"),
             canary_latency_p99_ms=raw.get("canaryLatencyP99Ms"),
+            baseline_requests=int(raw.get("baselineRequests", 0)),
+            baseline_errors=int(raw.get("baselineErrors", 0)),
         )
 
 
@@ -154,6 +162,8 @@ def advance(
             step=0,
             weight=step.traffic_percent,
             step_started=_stamp(now),
+            baseline_requests=int(observation.figures.requests),
+            baseline_errors=int(observation.figures.errors),
             message=f"step 1/{len(model.rollout.steps)}: {step.traffic_percent}% to {state.target}",
         )
         return nxt, Event("Normal", "RolloutProgressing", f"{model.name}: {nxt.message}")
@@ -179,7 +189,14 @@ def _progress(
 ) -> tuple[RolloutState, Event | None]:
     assert model.rollout is not None and state.target is not None
     analysis = model.rollout.analysis
-    figures = observation.figures if observation is not None else VersionFigures()
+    total = observation.figures if observation is not None else VersionFigures()
+    figures = VersionFigures(
+        requests=total.requests - state.baseline_requests,
+        errors=total.errors - state.baseline_errors,
+        buckets=total.buckets,  # latency: since the pods started
+    )
+    if figures.requests < 0 or figures.errors < 0:  # counters reset (pods restarted)
+        figures = total
     p99 = figures.latency_quantile_ms(0.99)
     measured = dataclasses.replace(
         state,

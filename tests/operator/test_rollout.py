@@ -190,3 +190,19 @@ def test_prometheus_figures_per_version_summed_over_pods():
     both = summed([SCRAPE, SCRAPE], "lin", 2)
     assert (both.requests, both.errors) == (200.0, 20.0)
     assert version_figures(SCRAPE, "lin", 3).latency_quantile_ms(0.99) is None
+
+
+def test_requests_before_the_canary_traffic_began_do_not_count():
+    """A retried version's old errors (from a rolled-back attempt) are not held against it."""
+    state, _ = rollout.advance(model_spec(1), None, None, at(0))
+    moved = model_spec(2)
+    state, _ = rollout.advance(moved, state, None, at(1))
+    state, _ = rollout.advance(moved, state, seen(100, errors=100), at(2))  # old failures
+    assert (state.phase, state.baseline_requests, state.baseline_errors) == (
+        "Progressing",
+        100,
+        100,
+    )
+    state, _ = rollout.advance(moved, state, seen(150, errors=100), at(40))
+    assert state.phase == "Progressing" and state.step == 1 and state.canary_requests == 50
+    assert state.canary_error_ratio == 0.0
