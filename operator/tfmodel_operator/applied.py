@@ -56,6 +56,7 @@ class AppliedChildren:
 
     records: dict[Key, Record] = field(default_factory=dict)
     known_absent: set[Key] = field(default_factory=set)
+    discovery: dict[str, tuple[float, bool]] = field(default_factory=dict)  # API -> (when, served)
 
     def up_to_date(self, key: Key, manifest: dict[str, Any], live: dict[str, Any]) -> bool:
         record = self.records.get(key)

@@ -9,7 +9,7 @@ from . import names
 from .configmap import build_configmap
 from .deployment import build_deployment
 from .scaling import build_hpa, build_pdb
-from .services import build_headless_service, build_service
+from .services import build_headless_service, build_service, build_servicemonitor
 from .spec import TFModelSpec
 
 
@@ -25,7 +25,8 @@ DEPLOYMENT = ChildKind("apps/v1", "Deployment", "deployments")
 SERVICE = ChildKind("v1", "Service", "services")
 HPA = ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 PDB = ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
-KINDS = {k.kind: k for k in (CONFIGMAP, DEPLOYMENT, SERVICE, HPA, PDB)}
+SERVICEMONITOR = ChildKind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
+KINDS = {k.kind: k for k in (CONFIGMAP, DEPLOYMENT, SERVICE, HPA, PDB, SERVICEMONITOR)}
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,10 @@ class Children:
     absent: list[tuple[ChildKind, str]]  # optional children to delete (kind, name)
 
 
-def build_children(tfmodel: str, namespace: str, spec: TFModelSpec) -> Children:
+def build_children(
+    tfmodel: str, namespace: str, spec: TFModelSpec, service_monitor: bool = False
+) -> Children:
+    """`service_monitor`: the cluster serves monitoring.coreos.com/v1 ServiceMonitors."""
     present = [
         build_configmap(tfmodel, namespace, spec),
         build_deployment(tfmodel, namespace, spec),
@@ -50,4 +54,6 @@ def build_children(tfmodel: str, namespace: str, spec: TFModelSpec) -> Children:
             absent.append((kind, child))
         else:
             present.append(manifest)
+    if service_monitor:
+        present.append(build_servicemonitor(tfmodel, namespace))
     return Children(present=present, absent=absent)

@@ -25,6 +25,8 @@ def server_args(spec: TFModelSpec) -> list[str]:
         f"--model_config_file={names.CONFIG_DIR}/{names.MODELS_CONFIG_FILE}",
         f"--model_config_file_poll_wait_seconds={spec.poll_interval_seconds}",
         f"--file_system_poll_wait_seconds={spec.file_system_poll_wait_seconds}",
+        f"--traffic_split_file={names.CONFIG_DIR}/{names.TRAFFIC_SPLIT_FILE}",
+        f"--monitoring_config_file={names.CONFIG_DIR}/{names.MONITORING_CONFIG_FILE}",
         # Probes must answer while models load (the server's default, as TF
         # Serving, opens its ports only after the initial load).
         "--listen_before_models_load",
@@ -110,10 +112,17 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
-    metadata: dict[str, Any] = {"labels": names.common_labels(tfmodel)}
+    metadata: dict[str, Any] = {
+        "labels": names.common_labels(tfmodel),
+        "annotations": {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(names.REST_CONTAINER_PORT),
+            "prometheus.io/path": names.METRICS_PATH,
+        },
+    }
     if spec.batching is not None:
         digest = hashlib.sha256(render_batching_config(spec.batching).encode()).hexdigest()[:16]
-        metadata["annotations"] = {names.BATCHING_HASH_ANNOTATION: digest}
+        metadata["annotations"][names.BATCHING_HASH_ANNOTATION] = digest
     return {"metadata": metadata, "spec": pod_spec}
 
 

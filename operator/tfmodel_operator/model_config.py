@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from . import names
 from .spec import Batching, ModelSpec, TFModelSpec, VersionPolicy
 from .textproto import Message, render
 
@@ -47,3 +50,18 @@ def render_batching_config(batching: Batching) -> str:
     if batching.pad_variable_length_inputs is not None:
         message.append(("pad_variable_length_inputs", bool(batching.pad_variable_length_inputs)))
     return render(message)
+
+
+def render_traffic_split(spec: TFModelSpec) -> str:
+    """--traffic_split_file JSON: the models with a canaryTrafficPercent (0 included)."""
+    models = {
+        m.name: {"canaryPercent": m.canary_traffic_percent}
+        for m in spec.models
+        if m.canary_traffic_percent is not None
+    }
+    return json.dumps({"models": models}, indent=2, sort_keys=True) + "\n"
+
+
+def render_monitoring_config() -> str:
+    """MonitoringConfig text: Prometheus on the REST port at names.METRICS_PATH."""
+    return render([("prometheus_config", [("enable", True), ("path", names.METRICS_PATH)])])

@@ -16,6 +16,12 @@ STATUS_DIFFBASE = "lastHandledConfiguration"
 CONFIG_DIR = "/etc/tfmodel"
 MODELS_CONFIG_FILE = "models.config"
 BATCHING_CONFIG_FILE = "batching.config"
+# tfmodel's canary split (--traffic_split_file), beside TF Serving's standard models.config.
+TRAFFIC_SPLIT_FILE = "traffic-split.json"
+# Prometheus on the REST port (TF Serving's MonitoringConfig): rollouts read per-version
+# figures from it, and the pods carry the usual prometheus.io/* scrape annotations.
+MONITORING_CONFIG_FILE = "monitoring.config"
+METRICS_PATH = "/monitoring/prometheus/metrics"
 MODELS_MOUNT = "/models"
 GRPC_CONTAINER_PORT = 8500
 REST_CONTAINER_PORT = 8501
@@ -56,6 +62,15 @@ def service_name(tfmodel: str) -> str:
 
 def headless_service_name(tfmodel: str) -> str:
     return f"{tfmodel}{HEADLESS_SUFFIX}"
+
+
+def servicemonitor_name(tfmodel: str) -> str:
+    return tfmodel
+
+
+# On the main Service only, so a ServiceMonitor scrapes each pod once (the headless Service
+# selects the same pods).
+SERVICE_ROLE_LABEL = f"{GROUP}/service"
 
 
 def hpa_name(tfmodel: str) -> str:

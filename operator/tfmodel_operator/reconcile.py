@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -14,7 +16,11 @@ from . import kubeapi, names, ownership
 from .applied import AppliedChildren
 from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
 from .ownership import Ownership
-from .probe import probe_pods
+from .probe import probe_pods, scrape_pods
+from .promtext import summed
+from .rollout import RUNNING, CanaryObservation, RolloutState, advance, effective_spec
+from .rollout import Event as RolloutEvent
+from .rollout import summary as rollout_summary
 from .scaling import HANDOVER_MANAGER, replicas_handover
 from .spec import SpecError, TFModelSpec, parse_spec
 from .status import Observation, build_status, merge_conditions
@@ -41,7 +47,7 @@ def apply_children(
     meta = body["metadata"]
     name, namespace, owner_uid = meta["name"], meta["namespace"], meta["uid"]
     applied = applied if applied is not None else AppliedChildren()
-    children = build_children(name, namespace, spec)
+    children = build_children(name, namespace, spec, servicemonitors_served(api, applied))
     kopf.adopt(children.present, owner=body)
     problems: list[Problem] = []
     deployment: dict[str, Any] | None = None
@@ -119,6 +125,25 @@ def apply_children(
     return problems, deployment
 
 
+DISCOVERY_RECHECK_S = 300.0
+
+
+def servicemonitors_served(api: ApiClient, applied: AppliedChildren) -> bool:
+    """Whether the cluster serves monitoring.coreos.com/v1 ServiceMonitors (the Prometheus
+    Operator's CRD); asked at most every DISCOVERY_RECHECK_S seconds."""
+    now = time.monotonic()
+    checked = applied.discovery.get("servicemonitors")
+    if checked is not None and now - checked[0] < DISCOVERY_RECHECK_S:
+        return checked[1]
+    try:
+        listing = kubeapi.request(api, "GET", "/apis/monitoring.coreos.com/v1")
+        served = any(r.get("name") == "servicemonitors" for r in listing.get("resources", []))
+    except ApiException:
+        served = False  # 404: no such API group
+    applied.discovery["servicemonitors"] = (now, served)
+    return served
+
+
 def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Problem]:
     """Invalid state the CRD schema cannot see (objects that must exist)."""
     problems = []
@@ -142,6 +167,63 @@ def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Pro
     return problems
 
 
+@dataclass(frozen=True)
+class PodView:
+    """What the TFModel's running pods answered this round."""
+
+    reports: list[dict[str, Any]]  # GET /v1/models bodies
+    unreachable: int
+    scrapes: list[str] = field(default_factory=list)  # Prometheus text (only while needed)
+
+
+def observe_pods(api: ApiClient, namespace: str, tfmodel: str, scrape: bool) -> PodView:
+    pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(tfmodel))
+    reports, unreachable = probe_pods(pods)
+    return PodView(reports, unreachable, scrape_pods(pods) if scrape else [])
+
+
+def canary_observation(model: str, version: int, pods: PodView) -> CanaryObservation:
+    """Is `version` AVAILABLE on every reachable pod (none unreachable), and its figures."""
+    everywhere = bool(pods.reports) and pods.unreachable == 0
+    for report in pods.reports:
+        entry = next((m for m in report.get("models", []) if m.get("name") == model), {})
+        states = {
+            int(v.get("version", -1)): v.get("state") for v in entry.get("model_version_status", [])
+        }
+        everywhere = everywhere and states.get(version) == "AVAILABLE"
+    return CanaryObservation(everywhere, summed(pods.scrapes, model, version))
+
+
+def advance_rollouts(
+    spec: TFModelSpec, status: dict[str, Any], pods: PodView, now: datetime.datetime
+) -> tuple[list[RolloutState], list[RolloutEvent]]:
+    """Every model's next rollout state (from the last one in status) and the events."""
+    previous = {}
+    for raw in status.get("rollouts") or []:
+        try:
+            previous[str(raw["model"])] = RolloutState.from_status(raw)
+        except (KeyError, TypeError, ValueError):
+            continue  # unreadable: start over from the spec
+    states, events = [], []
+    for model in spec.models:
+        before = previous.get(model.name)
+        observation = (
+            canary_observation(model.name, before.target, pods)
+            if before is not None and before.target is not None
+            else None
+        )
+        state, event = advance(model, before, observation, now)
+        if state is not None:
+            states.append(state)
+        if event is not None:
+            events.append(event)
+    return states, events
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -152,10 +234,13 @@ def write_status(
     spec: TFModelSpec | None,
     problems: list[Problem],
     deployment: dict[str, Any] | None = None,
+    pods: PodView | None = None,
+    rollouts: list[RolloutState] | None = None,
 ) -> dict[str, Any] | None:
     """Patch status only when it differs; returns the new status (None when unchanged).
 
-    `deployment` is this TFModel's live Deployment (None: absent or not this TFModel's).
+    `deployment` is this TFModel's live Deployment (None: absent or not this TFModel's),
+    `pods` what its pods reported this round, `rollouts` the models' rollout states.
     """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -173,16 +258,20 @@ def write_status(
             }
         ]
     else:
-        pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(name))
-        reports, unreachable = probe_pods(pods)
+        pods = pods if pods is not None else observe_pods(api, namespace, name, False)
         obs = Observation(
             generation=int(meta.get("generation", 1)),
             deployment=deployment,
-            reports=reports,
-            unreachable_pods=unreachable,
+            reports=pods.reports,
+            unreachable_pods=pods.unreachable,
             problems=problems,
         )
-        new = build_status(name, spec, obs)
+        new = build_status(name, spec, obs, namespace)
+        if rollouts:
+            new["rollouts"] = [r.to_status() for r in rollouts]
+            new["rolloutSummary"] = rollout_summary(rollouts)
+        elif "rollouts" in old:
+            new["rollouts"], new["rolloutSummary"] = [], ""
         conditions = new["conditions"]
     new["conditions"] = merge_conditions(conditions, old.get("conditions", []), _now())
     if all(old.get(k) == v for k, v in new.items()):
@@ -225,9 +314,22 @@ def reconcile(
         message = f"invalid spec: {err}"
         write_status(api, body, None, [("InvalidSpec", message)])
         raise kopf.PermanentError(message) from err
-    problems, deployment = apply_children(api, body, spec, logger, applied)
-    problems += find_problems(api, meta["namespace"], spec)
-    if write_status(api, body, spec, problems, deployment) is not None:
+    namespace = meta["namespace"]
+    running = {
+        str(r.get("model"))
+        for r in (body.get("status") or {}).get("rollouts") or []
+        if r.get("phase") in RUNNING
+    }
+    pods = observe_pods(api, namespace, meta["name"], scrape=bool(running))
+    states, events = advance_rollouts(spec, body.get("status") or {}, pods, _utcnow())
+    served = effective_spec(spec, {s.model: s for s in states})
+    problems, deployment = apply_children(api, body, served, logger, applied)
+    problems += find_problems(api, namespace, spec)
+    changed = write_status(api, body, served, problems, deployment, pods, states)
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        logger.info("%s: %s", event.reason, event.message)
+    if changed is not None:
         # Logged when the status changes, not every round (warnings would become events:
         # the Degraded condition posts its own).
         for reason, message in problems:

@@ -31,7 +31,7 @@ def build_service(tfmodel: str, namespace: str, spec: TFModelSpec) -> dict[str, 
     metadata: dict[str, Any] = {
         "name": names.service_name(tfmodel),
         "namespace": namespace,
-        "labels": names.common_labels(tfmodel),
+        "labels": {**names.common_labels(tfmodel), names.SERVICE_ROLE_LABEL: "main"},
     }
     if spec.service.annotations:
         metadata["annotations"] = dict(spec.service.annotations)
@@ -61,5 +61,27 @@ def build_headless_service(tfmodel: str, namespace: str, spec: TFModelSpec) -> d
             "clusterIP": "None",
             "selector": names.selector_labels(tfmodel),
             "ports": _ports(spec),
+        },
+    }
+
+
+def build_servicemonitor(tfmodel: str, namespace: str) -> dict[str, Any]:
+    """A Prometheus Operator ServiceMonitor for the servers' metrics (when that CRD exists)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": names.servicemonitor_name(tfmodel),
+            "namespace": namespace,
+            "labels": names.common_labels(tfmodel),
+        },
+        "spec": {
+            "selector": {
+                "matchLabels": {
+                    **names.selector_labels(tfmodel),
+                    names.SERVICE_ROLE_LABEL: "main",
+                }
+            },
+            "endpoints": [{"port": "http", "path": names.METRICS_PATH}],
         },
     }

@@ -22,11 +22,34 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
+class RolloutStep:
+    traffic_percent: int
+    pause_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Analysis:
+    max_error_ratio: float | None = None
+    max_latency_p99_ms: float | None = None
+    min_requests: int = 100
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Automated canary rollout: a change of the stable label walks these steps."""
+
+    steps: tuple[RolloutStep, ...]
+    analysis: Analysis = field(default_factory=Analysis)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     base_path: str
     policy: VersionPolicy
     labels: tuple[tuple[str, int], ...]  # sorted by label
+    canary_traffic_percent: int | None = None  # None: no split file entry
+    rollout: Rollout | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +126,65 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
                     f"model {raw['name']}: label {label} names version {version}, "
                     f"which is not in versionPolicy.specific.versions {list(policy.versions)}"
                 )
-    return ModelSpec(name=raw["name"], base_path=raw["basePath"], policy=policy, labels=labels)
+    percent = raw.get("canaryTrafficPercent")
+    if percent is not None:
+        percent = int(percent)
+        if not 0 <= percent <= 100:
+            raise SpecError(f"model {raw['name']}: canaryTrafficPercent {percent} is not in 0..100")
+        if not {"stable", "canary"} <= dict(labels).keys():
+            raise SpecError(
+                f"model {raw['name']}: canaryTrafficPercent needs both a stable and a canary "
+                "version label"
+            )
+    rollout = _rollout(raw["name"], raw.get("rollout"), policy, dict(labels), percent)
+    return ModelSpec(
+        name=raw["name"],
+        base_path=raw["basePath"],
+        policy=policy,
+        labels=labels,
+        canary_traffic_percent=percent,
+        rollout=rollout,
+    )
+
+
+def _rollout(
+    model: str,
+    raw: dict[str, Any] | None,
+    policy: VersionPolicy,
+    labels: dict[str, int],
+    percent: int | None,
+) -> Rollout | None:
+    if raw is None:
+        return None
+    steps = tuple(
+        RolloutStep(int(s["trafficPercent"]), int(s.get("pauseSeconds", 60)))
+        for s in raw.get("steps") or ()
+    )
+    if not steps or any(not 0 < s.traffic_percent <= 100 for s in steps):
+        raise SpecError(f"model {model}: rollout.steps must list trafficPercent values in 1..100")
+    if "stable" not in labels or "canary" in labels or percent is not None:
+        raise SpecError(
+            f"model {model}: a rollout needs a stable label and sets the canary label and "
+            "the traffic split itself (no canary label, no canaryTrafficPercent)"
+        )
+    if policy.kind == "latest" and policy.num_versions < 2:
+        raise SpecError(
+            f"model {model}: a rollout serves two versions at once; versionPolicy latest "
+            "needs numVersions >= 2 (or use specific or all)"
+        )
+    analysis = raw.get("analysis") or {}
+    return Rollout(
+        steps=steps,
+        analysis=Analysis(
+            max_error_ratio=(
+                float(analysis["maxErrorRatio"]) if "maxErrorRatio" in analysis else None
+            ),
+            max_latency_p99_ms=(
+                float(analysis["maxLatencyP99Ms"]) if "maxLatencyP99Ms" in analysis else None
+            ),
+            min_requests=int(analysis.get("minRequests", 100)),
+        ),
+    )
 
 
 def _batching(raw: dict[str, Any] | None) -> Batching | None:

@@ -114,12 +114,32 @@ def _rank(state: str) -> int:
 
 
 def _label_summary(spec: TFModelSpec, label: str) -> str:
-    return ",".join(
-        f"{m.name}:{dict(m.labels)[label]}" for m in spec.models if label in dict(m.labels)
-    )
+    """`model:version` per model with the label; the canary's split share as `@N%`."""
+    parts = []
+    for m in spec.models:
+        if label not in dict(m.labels):
+            continue
+        part = f"{m.name}:{dict(m.labels)[label]}"
+        if label == "canary" and m.canary_traffic_percent is not None:
+            part += f"@{m.canary_traffic_percent}%"
+        parts.append(part)
+    return ",".join(parts)
 
 
-def build_status(tfmodel: str, spec: TFModelSpec, obs: Observation) -> dict[str, Any]:
+def address(tfmodel: str, namespace: str, spec: TFModelSpec) -> dict[str, str]:
+    """Where clients reach the fleet (in-cluster DNS names, independent of the cluster domain)."""
+    svc = f"{names.service_name(tfmodel)}.{namespace}.svc"
+    headless = f"{names.headless_service_name(tfmodel)}.{namespace}.svc"
+    return {
+        "grpc": f"{svc}:{spec.service.grpc_port}",
+        "rest": f"http://{svc}:{spec.service.rest_port}",
+        "grpcHeadless": f"dns:///{headless}:{spec.service.grpc_port}",
+    }
+
+
+def build_status(
+    tfmodel: str, spec: TFModelSpec, obs: Observation, namespace: str | None = None
+) -> dict[str, Any]:
     """The whole desired `status` (without lastTransitionTime; see merge_conditions)."""
     desired, ready, _updated, rolled_out, rollout_msg = _rollout(obs)
     if spec.autoscaling is None and obs.deployment is None:
@@ -164,7 +184,7 @@ def build_status(tfmodel: str, spec: TFModelSpec, obs: Observation) -> dict[str,
     else:
         degraded = _condition("Degraded", False, "AsExpected", "no problems found", gen)
 
-    return {
+    status: dict[str, Any] = {
         "observedGeneration": gen,
         "replicas": int((obs.deployment or {}).get("status", {}).get("replicas", 0)),
         "readyReplicas": ready,
@@ -176,6 +196,9 @@ def build_status(tfmodel: str, spec: TFModelSpec, obs: Observation) -> dict[str,
         "conditions": [ready_cond, progressing, degraded],
         "models": models,
     }
+    if namespace is not None:
+        status["address"] = address(tfmodel, namespace, spec)
+    return status
 
 
 def merge_conditions(

@@ -330,9 +330,12 @@ async def test_traffic_split_sends_the_canary_share_of_stable_and_unversioned_re
 
     manager.set_traffic_split({"m": 1.0})
     assert set(_served(manager, 100, label="stable")) == {2}
+    manager.set_traffic_split({"m": 0.0})  # listed at 0: unversioned requests stay on stable
+    assert set(_served(manager, 100)) == {1}
+    assert set(_served(manager, 100, label="stable")) == {1}
     manager.set_traffic_split({})
     assert set(_served(manager, 100, label="stable")) == {1}
-    assert set(_served(manager, 100)) == {2}  # back to the highest version
+    assert set(_served(manager, 100)) == {2}  # not listed: back to the highest version
 
 
 async def test_traffic_split_never_routes_to_a_canary_that_is_not_available(rig):

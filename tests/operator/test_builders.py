@@ -130,10 +130,19 @@ def test_batching_turns_on_flags_and_configmap_key():
     args = server_args(spec)
     assert "--enable_batching" in args
     assert "--batching_parameters_file=/etc/tfmodel/batching.config" in args
-    assert set(build_configmap("d", "ns", spec)["data"]) == {"models.config", "batching.config"}
+    assert set(build_configmap("d", "ns", spec)["data"]) == {
+        "models.config",
+        "batching.config",
+        "traffic-split.json",
+        "monitoring.config",
+    }
     plain = spec_of(example("multi-model.yaml"))
     assert not any("batching" in a for a in server_args(plain))
-    assert set(build_configmap("m", "ns", plain)["data"]) == {"models.config"}
+    assert set(build_configmap("m", "ns", plain)["data"]) == {
+        "models.config",
+        "traffic-split.json",
+        "monitoring.config",
+    }
 
 
 # --- the Deployment ------------------------------------------------------------------------
@@ -150,6 +159,8 @@ def test_deployment_mounts_config_directory_and_passes_flags():
         "--model_config_file=/etc/tfmodel/models.config",
         "--model_config_file_poll_wait_seconds=10",
         "--file_system_poll_wait_seconds=1",
+        "--traffic_split_file=/etc/tfmodel/traffic-split.json",
+        "--monitoring_config_file=/etc/tfmodel/monitoring.config",
         "--listen_before_models_load",
         # Pods start with labels in models.config (see the CRD field's description).
         "--allow_version_labels_for_unavailable_models",
@@ -738,3 +749,56 @@ def test_pods_are_probed_at_once_under_one_deadline():
             sock.close()
     assert (reports, unreachable) == ([{"models": []}], 5)
     assert elapsed < 2.0, elapsed
+
+
+# --- canary traffic split --------------------------------------------------------------------
+
+
+def test_canary_traffic_percent_is_a_configmap_only_change():
+    raw = example("multi-model.yaml")["spec"]
+    before = children_by_kind("multi-model", raw)
+    split = json.loads(before["ConfigMap/multi-model-config"]["data"]["traffic-split.json"])
+    assert split == {"models": {}}
+    edited = copy.deepcopy(raw)
+    edited["models"][0]["canaryTrafficPercent"] = 10
+    after = children_by_kind("multi-model", edited)
+    split = json.loads(after["ConfigMap/multi-model-config"]["data"]["traffic-split.json"])
+    assert split == {"models": {"resnet": {"canaryPercent": 10}}}
+    for key in before:
+        if not key.startswith("ConfigMap/"):
+            assert before[key] == after[key], key
+    status = build_status(
+        "multi-model", parse_spec(edited), Observation(generation=1, deployment=None)
+    )
+    assert status["canaryVersions"] == "resnet:2@10%"
+
+
+def test_canary_traffic_percent_needs_both_labels():
+    raw = copy.deepcopy(example("single-model.yaml")["spec"])
+    raw["models"][0]["canaryTrafficPercent"] = 5
+    with pytest.raises(SpecError, match="needs both a stable and a canary"):
+        parse_spec(raw)
+
+
+def test_traffic_split_file_is_what_the_server_parses():
+    from tfmodel_operator.model_config import render_traffic_split
+    from tfmodel_server.model_servers.traffic_split import parse_traffic_split
+
+    raw = copy.deepcopy(example("multi-model.yaml")["spec"])
+    raw["models"][0]["canaryTrafficPercent"] = 0
+    text = render_traffic_split(parse_spec(raw))
+    assert parse_traffic_split(text.encode(), "x") == {"resnet": 0.0}
+
+
+def test_monitoring_config_is_what_the_server_parses():
+    from tfmodel_operator.model_config import render_monitoring_config
+    from tfmodel_server.monitoring.metrics import parse_monitoring_config
+
+    options = parse_monitoring_config(render_monitoring_config(), "x")
+    assert options.prometheus_enabled and options.prometheus_path == names.METRICS_PATH
+    pod = build_deployment("m", "ns", spec_of(example("single-model.yaml")))["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8501",
+        "prometheus.io/path": names.METRICS_PATH,
+    }

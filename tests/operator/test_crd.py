@@ -109,6 +109,27 @@ def _mutations():
     def bad_gpu_resource(s):
         s["gpuResourceName"] = "not a resource!"
 
+    def split_without_canary_label(s):
+        s["models"][0]["versionLabels"] = {"stable": 1}
+        s["models"][0]["canaryTrafficPercent"] = 10
+
+    def split_over_100(s):
+        s["models"][0]["versionLabels"] = {"stable": 1, "canary": 2}
+        s["models"][0]["canaryTrafficPercent"] = 101
+
+    def rollout_with_canary_label(s):
+        s["models"][0]["versionLabels"] = {"stable": 1, "canary": 2}
+        s["models"][0]["rollout"] = {"steps": [{"trafficPercent": 10}]}
+
+    def rollout_with_latest_one(s):
+        s["models"][0]["versionLabels"] = {"stable": 1}
+        s["models"][0]["rollout"] = {"steps": [{"trafficPercent": 10}]}
+
+    def rollout_without_steps(s):
+        s["models"][0]["versionLabels"] = {"stable": 1}
+        s["models"][0]["versionPolicy"] = {"all": {}}
+        s["models"][0]["rollout"] = {"steps": []}
+
     def cpu_lots(s):
         s["resources"] = {"requests": {"cpu": "lots"}}
 
@@ -155,6 +176,17 @@ def _mutations():
             "spec.models: Invalid value: 0: spec.models in body should have at least 1 items",
         ),
         (bad_gpu_resource, "gpuResourceName must be an extended resource name"),
+        (
+            split_without_canary_label,
+            "model lin: canaryTrafficPercent needs both a stable and a canary version label",
+        ),
+        (split_over_100, "should be less than or equal to 100"),
+        (
+            rollout_with_canary_label,
+            "model lin: a rollout needs a stable version label and sets the canary label",
+        ),
+        (rollout_with_latest_one, "versionPolicy latest needs numVersions >= 2"),
+        (rollout_without_steps, "should have at least 1 items"),
         (cpu_lots, "resources.requests: lots is not a quantity"),
         (cpu_with_unit_word, "resources.limits: 2 cores is not a quantity"),
         (toleration_exists_with_value, "a toleration with operator Exists must not set a value"),

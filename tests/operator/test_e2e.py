@@ -253,3 +253,239 @@ def register_pod(objs: Objects, rest_port: int) -> None:
     )
     pod = objs.get("pod", f"{NAME}-0")
     assert pod["status"]["podIP"] == "127.0.0.1", json.dumps(pod["status"])
+
+
+def test_canary_traffic_percent_splits_a_real_servers_traffic(
+    kube: KubeCluster, namespace: str, operator: OperatorProcess, tmp_path: Path
+):
+    """canaryTrafficPercent reaches the server through the ConfigMap, with no pod restart."""
+    name = "lin-split"
+    models_root = tmp_path / "models"
+    export_linear(models_root / "lin", 1, a=1.0, b=0.0)
+    export_linear(models_root / "lin", 2, a=2.0, b=0.0)
+    objs = Objects(kube, namespace)
+    objs.apply(
+        {
+            "apiVersion": "serving.tfmodel.io/v1alpha1",
+            "kind": "TFModel",
+            "metadata": {"name": name},
+            "spec": {
+                "models": [
+                    {
+                        "name": "lin",
+                        "basePath": "/models/lin",
+                        "versionPolicy": {"specific": {"versions": [1, 2]}},
+                        "versionLabels": {"stable": 1, "canary": 2},
+                        "canaryTrafficPercent": 0,
+                    }
+                ],
+                "storage": {"hostPath": {"path": "/srv/models"}},
+                "pollIntervalSeconds": POLL_SECONDS,
+            },
+        }
+    )
+    deployment = wait_for(lambda: objs.get("deployment", name), 30, "Deployment", operator.log)
+    generation = deployment["metadata"]["generation"]
+    config_dir = tmp_path / "etc-tfmodel"
+
+    def unversioned(stub, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "lin"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+            out.append(stub.Predict(request, timeout=10).model_spec.version.value)
+        return out
+
+    with KubeletConfigMapVolume(objs, names.configmap_name(name), config_dir, models_root) as vol:
+        wait_for(lambda: vol.published, 30, "ConfigMap materialised")
+        server = ServerProcess(*container_args_for_local_run(deployment, config_dir)).start()
+        try:
+            server.wait_ready()
+            server.wait_versions("lin", {1: "AVAILABLE", 2: "AVAILABLE"})
+            stub = server.prediction_stub()
+            # Held at 0%: unversioned requests stay on stable although 2 is the highest.
+            wait_for(lambda: set(unversioned(stub, 30)) == {1}, 20, "all on stable")
+            objs.patch("tfm", name, [
+                {"op": "add", "path": "/spec/models/0/canaryTrafficPercent", "value": 50}
+            ], "json")  # fmt: skip
+            wait_for(
+                lambda: set(unversioned(stub, 30)) == {1, 2},
+                POLL_SECONDS + 20,
+                "split in force",
+                lambda: operator.log()[-2000:] + "\nserver log:\n" + server.log()[-2000:],
+            )
+            served = unversioned(stub, 400)
+            assert 0.4 < served.count(2) / len(served) < 0.6
+            assert predict_version(stub, "canary") == 2
+            assert "lin:2@50%" in objs.get("tfm", name)["status"]["canaryVersions"]
+        finally:
+            server.stop()
+    assert objs.get("deployment", name)["metadata"]["generation"] == generation
+    kube.kubectl("delete", "tfm", name, "-n", namespace, "--wait=false")
+
+
+def register_server_pod(objs: Objects, tfmodel: str, rest_port: int) -> None:
+    """As the kubelet would: a Running pod of `tfmodel` whose "http" port is the server's."""
+    pod_name = f"{tfmodel}-0"
+    objs.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod_name, "labels": names.selector_labels(tfmodel)},
+            "spec": {
+                "containers": [
+                    {
+                        "name": names.SERVER_CONTAINER,
+                        "image": "tfmodel/tfmodel-server:0.1.0",
+                        "ports": [{"name": "http", "containerPort": rest_port}],
+                    }
+                ]
+            },
+        }
+    )
+    objs.patch(
+        "pod",
+        pod_name,
+        {"status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}},
+        subresource="status",
+    )
+
+
+def rollout_state(objs: Objects, tfmodel: str) -> dict:
+    rollouts = (objs.get("tfm", tfmodel) or {}).get("status", {}).get("rollouts") or [{}]
+    return rollouts[0]
+
+
+def events_of(kube: KubeCluster, namespace: str, tfmodel: str) -> list[dict]:
+    items = json.loads(kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    return [e for e in items if e["involvedObject"]["name"] == tfmodel]
+
+
+def test_rollout_promotes_a_good_version_and_rolls_back_a_failing_one(
+    kube: KubeCluster, namespace: str, operator: OperatorProcess, tmp_path: Path
+):
+    """Edit versionLabels.stable, the operator does the rest, on a real server with traffic.
+
+    Version 3 answers every request with INVALID_ARGUMENT (its signature takes other
+    inputs): the injected errors that must roll it back.
+    """
+    from tests.server.savedmodels import export_multi_input
+
+    name = "lin-roll"
+    models_root = tmp_path / "models"
+    export_linear(models_root / "lin", 1, a=1.0, b=0.0)
+    export_linear(models_root / "lin", 2, a=2.0, b=0.0)
+    export_multi_input(models_root / "lin", 3)
+    objs = Objects(kube, namespace)
+    objs.apply(
+        {
+            "apiVersion": "serving.tfmodel.io/v1alpha1",
+            "kind": "TFModel",
+            "metadata": {"name": name},
+            "spec": {
+                "models": [
+                    {
+                        "name": "lin",
+                        "basePath": "/models/lin",
+                        "versionPolicy": {"specific": {"versions": [1, 2, 3]}},
+                        "versionLabels": {"stable": 1},
+                        "rollout": {
+                            "steps": [
+                                {"trafficPercent": 20, "pauseSeconds": 2},
+                                {"trafficPercent": 50, "pauseSeconds": 2},
+                            ],
+                            "analysis": {"maxErrorRatio": 0.05, "minRequests": 20},
+                        },
+                    }
+                ],
+                "storage": {"hostPath": {"path": "/srv/models"}},
+                "pollIntervalSeconds": POLL_SECONDS,
+            },
+        }
+    )
+    deployment = wait_for(lambda: objs.get("deployment", name), 30, "Deployment", operator.log)
+    config_dir = tmp_path / "etc-tfmodel"
+    with KubeletConfigMapVolume(objs, names.configmap_name(name), config_dir, models_root) as vol:
+        wait_for(lambda: vol.published, 30, "ConfigMap materialised")
+        server = ServerProcess(*container_args_for_local_run(deployment, config_dir)).start()
+        try:
+            server.wait_ready()
+            server.wait_versions("lin", {1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE"})
+            register_server_pod(objs, name, server.rest_port)
+            wait_for(lambda: rollout_state(objs, name).get("phase") == "Stable", 30, "state")
+            stub = server.prediction_stub()
+            served: list[int] = []
+            failures: list[str] = []
+            stop = threading.Event()
+
+            def loop() -> None:
+                deadline = time.monotonic() + 240
+                while not stop.is_set() and time.monotonic() < deadline:
+                    try:
+                        served.append(predict_version(stub, "stable"))
+                    except grpc.RpcError as err:
+                        failures.append(err.code().name)
+
+            client = threading.Thread(target=loop, daemon=True)
+            client.start()
+            try:
+                log = lambda: operator.log()[-3000:] + "\nserver:\n" + server.log()[-2000:]  # noqa: E731
+                # 1 -> 2: promoted.
+                objs.patch("tfm", name, [
+                    {"op": "replace", "path": "/spec/models/0/versionLabels/stable", "value": 2}
+                ], "json")  # fmt: skip
+                wait_for(
+                    lambda: rollout_state(objs, name).get("phase") == "Promoted",
+                    90,
+                    "promotion of 2",
+                    log,
+                )
+                state = rollout_state(objs, name)
+                assert state["stable"] == 2 and state["canaryRequests"] >= 20, state
+                wait_for(
+                    lambda: {predict_version(stub, "stable") for _ in range(30)} == {2},
+                    30,
+                    "stable label on 2, split gone",
+                )
+                assert failures == [], failures[:5]
+                assert 1 in served and 2 in served
+                reasons = [e["reason"] for e in events_of(kube, namespace, name)]
+                assert {"RolloutStarted", "RolloutProgressing", "RolloutPromoted"} <= set(reasons)
+
+                # 2 -> 3: version 3 fails every request it gets; rolled back.
+                count = len(served)
+                objs.patch("tfm", name, [
+                    {"op": "replace", "path": "/spec/models/0/versionLabels/stable", "value": 3}
+                ], "json")  # fmt: skip
+                wait_for(
+                    lambda: rollout_state(objs, name).get("phase") == "RolledBack",
+                    90,
+                    "rollback of 3",
+                    log,
+                )
+                state = rollout_state(objs, name)
+                assert state["stable"] == 2 and state["target"] == 3, state
+                assert "failed the analysis: error ratio" in state["message"], state
+                assert failures and set(failures) == {"INVALID_ARGUMENT"}
+                warning = next(
+                    e
+                    for e in events_of(kube, namespace, name)
+                    if e["reason"] == "RolloutRolledBack"
+                )
+                assert warning["type"] == "Warning" and "error ratio" in warning["message"]
+                # Back on 2 only: the split and the canary label are gone.
+                seen_failures = len(failures)
+                time.sleep(POLL_SECONDS + 3)
+                settled = len(failures)
+                time.sleep(2)
+                assert len(failures) == settled, "errors after the rollback settled"
+                assert set(served[count:]) <= {2, 3} and seen_failures <= settled
+                table = kube.kubectl("get", "tfm", name, "-n", namespace).stdout
+                assert "lin:RolledBack" in table
+            finally:
+                stop.set()
+                client.join(30)
+        finally:
+            server.stop()
+    kube.kubectl("delete", "tfm", name, "-n", namespace, "--wait=false")

@@ -115,6 +115,7 @@ def test_rbac_is_least_privilege(kube: KubeCluster):
     # Deleted only when they leave the spec: the HPA and the PDB.
     deletable = {r for g, r, v in granted if v == "delete"}
     assert deletable == {"horizontalpodautoscalers", "poddisruptionbudgets"}
+    assert {v for g, r, v in granted if r == "servicemonitors"} == {"get", "create", "patch"}
 
 
 def test_helm_install_cluster_wide(kube: KubeCluster):

@@ -253,15 +253,24 @@ def test_status_conditions_and_printer_columns(
     # No pod answers (there is no kubelet): versions stay empty, nothing fails.
     assert [m["reachablePods"] for m in status["models"]] == [0, 0, 0]
     table = kube.kubectl("get", "tfm", "multi-model", "-n", objs.namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "MODELS", "READY", "STABLE", "CANARY", "AVAILABLE", "AGE"]
-    assert table[1].split()[:6] == [
+    assert table[0].split() == [
+        "NAME", "MODELS", "READY", "STABLE", "CANARY", "AVAILABLE", "ROLLOUT", "DEGRADED", "AGE"
+    ]  # fmt: skip
+    assert table[1].split()[:7] == [
         "multi-model",
         "resnet,bert,ranker",
         "2/2",
         "resnet:1",
         "resnet:2",
         "True",
+        # ROLLOUT is blank: no model has a rollout
+        "StorageNotFound",  # the example's PVC "models" does not exist here
     ]
+    assert status["address"] == {
+        "grpc": f"multi-model.{objs.namespace}.svc:8500",
+        "rest": f"http://multi-model.{objs.namespace}.svc:8501",
+        "grpcHeadless": f"dns:///multi-model-headless.{objs.namespace}.svc:8500",
+    }
 
 
 def test_missing_pvc_is_reported_then_cleared(

@@ -52,6 +52,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch, delete]
+# Only used when the cluster has the Prometheus Operator's CRD.
+- apiGroups: [monitoring.coreos.com]
+  resources: [servicemonitors]
+  verbs: [get, create, patch]
 # Read-only: pods to ask each server for GET /v1/models, PVCs to report a missing claim.
 - apiGroups: [""]
   resources: [pods]

@@ -261,20 +261,23 @@ class ServableManager(Generic[S]):
 
     def set_traffic_split(self, fractions: dict[str, float]) -> None:
         """Canary split (tfmodel): model -> probability that a request for the `stable`
-        label, or for no version or label, is served by the `canary` label's version."""
+        label, or for no version or label, is served by the `canary` label's version.
+
+        A model listed (even at 0) serves unversioned requests from `stable`, not from the
+        highest version: a canary being loaded or held at 0% must get no traffic."""
         with self._lock:
-            self._canary_fractions = {k: v for k, v in fractions.items() if v > 0}
+            self._canary_fractions = dict(fractions)
 
     def _split_version(self, model: _Model[S], label: str | None) -> int | None:
         """The version a split model serves for `label` (None or stable); None: no split."""
-        fraction = self._canary_fractions.get(model.name, 0.0)
+        fraction = self._canary_fractions.get(model.name)
         labels = model.labels if model.configured else {}
         stable, canary = labels.get(STABLE_LABEL), labels.get(CANARY_LABEL)
-        if fraction <= 0 or stable is None or canary is None:
+        if fraction is None or stable is None or canary is None:
             return None
         canary_record = model.versions.get(canary)
         canary_up = canary_record is not None and canary_record.state == AVAILABLE
-        if canary_up and self._rng.random() < fraction:
+        if canary_up and fraction > 0 and self._rng.random() < fraction:
             return canary
         stable_record = model.versions.get(stable)
         if label is None and (stable_record is None or stable_record.state != AVAILABLE):

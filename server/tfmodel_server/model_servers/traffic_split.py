@@ -7,7 +7,9 @@ The file is JSON, kept beside models.config so TF Serving's own config stays sta
 For a model listed with canaryPercent > 0 whose `stable` and `canary` labels both exist,
 requests for the `stable` label and requests naming neither version nor label go to the
 `canary` version with that probability (only while it is AVAILABLE), otherwise to `stable`.
-Requests naming a version or the `canary` label get exactly what they ask for.
+Requests naming a version or the `canary` label get exactly what they ask for. A model
+listed at canaryPercent 0 serves unversioned requests from `stable` (not from the highest
+version, which is the canary during a rollout); an unlisted model follows TF Serving's rules.
 """
 
 from __future__ import annotations
