@@ -16,6 +16,15 @@ from .spec import TFModelSpec
 
 SERVER_UID = 1000
 
+# SIGTERM: the server keeps serving with /readyz 503 for SHUTDOWN_READINESS_DELAY
+# (endpoint removal reaches kube-proxy, ingresses and headless-Service DNS in a
+# few seconds), then drains for at most DRAIN_TIMEOUT and exits within 2 s of it
+# (the server's exit deadline). The grace period covers all three plus slack, so
+# the kubelet never SIGKILLs a draining pod.
+SHUTDOWN_READINESS_DELAY_SECONDS = 10
+DRAIN_TIMEOUT_SECONDS = 30
+TERMINATION_GRACE_PERIOD_SECONDS = SHUTDOWN_READINESS_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5
+
 
 def server_args(spec: TFModelSpec) -> list[str]:
     """tensorflow_model_server-compatible flags for the server container."""
@@ -30,6 +39,8 @@ def server_args(spec: TFModelSpec) -> list[str]:
         # Probes must answer while models load (the server's default, as TF
         # Serving, opens its ports only after the initial load).
         "--listen_before_models_load",
+        f"--shutdown_readiness_delay_seconds={SHUTDOWN_READINESS_DELAY_SECONDS}",
+        f"--drain_timeout_seconds={DRAIN_TIMEOUT_SECONDS}",
     ]
     if spec.batching is not None:
         args += [
@@ -101,6 +112,7 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             "fsGroup": SERVER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_PERIOD_SECONDS,
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": names.configmap_name(tfmodel)}},

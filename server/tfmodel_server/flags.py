@@ -286,7 +286,8 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
         "--rest_api_idle_timeout_seconds",
         type=float,
         default=75.0,
-        help="tfmodel: close a REST keep-alive connection idle this long",
+        help="tfmodel: close a REST connection with no request in progress after this "
+        "many seconds (> 0)",
     )
     p.add_argument(
         "--rest_api_max_connections",
@@ -302,7 +303,6 @@ _NON_NEGATIVE = (
     "shutdown_readiness_delay_seconds",
     "rest_api_header_timeout_seconds",
     "rest_api_body_timeout_seconds",
-    "rest_api_idle_timeout_seconds",
     "rest_api_max_connections",
 )
 
@@ -369,6 +369,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     for name in _NON_NEGATIVE:
         if getattr(ns, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(ns, name)}")
+    if ns.rest_api_idle_timeout_seconds <= 0:
+        # aiohttp would then never close a connection that sends nothing.
+        parser.error("--rest_api_idle_timeout_seconds must be > 0")
     if ns.port == 0 and ns.rest_api_port == 0:
         parser.error("--port and --rest_api_port are both 0: nothing to serve")
     tags = tuple(t.strip() for t in ns.saved_model_tags.split(",") if t.strip())

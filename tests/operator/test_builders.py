@@ -162,6 +162,8 @@ def test_deployment_mounts_config_directory_and_passes_flags():
         "--traffic_split_file=/etc/tfmodel/traffic-split.json",
         "--monitoring_config_file=/etc/tfmodel/monitoring.config",
         "--listen_before_models_load",
+        "--shutdown_readiness_delay_seconds=10",
+        "--drain_timeout_seconds=30",
         # Pods start with labels in models.config (see the CRD field's description).
         "--allow_version_labels_for_unavailable_models",
     ]
@@ -183,6 +185,17 @@ def test_deployment_mounts_config_directory_and_passes_flags():
         "requests": {"cpu": "1", "memory": "2Gi"},
         "limits": {"memory": "4Gi"},
     }
+
+
+def test_grace_period_covers_readiness_delay_drain_and_exit_margin():
+    pod = build_deployment("m", "ns", spec_of(example("single-model.yaml")))["spec"]["template"]
+    args = pod["spec"]["containers"][0]["args"]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+    delay = float(flags["shutdown_readiness_delay_seconds"])
+    drain = float(flags["drain_timeout_seconds"])
+    # The server exits at most 2 s after the drain timeout (its exit deadline).
+    assert delay > 0
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= delay + drain + 2 + 1
 
 
 def test_pod_is_hardened():

@@ -13,8 +13,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 import requests
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from tests.server.savedmodels import export_linear
 from tests.server.serverproc import ServerProcess
@@ -36,6 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         f"--rest_api_body_timeout_seconds={BODY_TIMEOUT}",
         f"--rest_api_idle_timeout_seconds={IDLE_TIMEOUT}",
         f"--rest_api_max_connections={MAX_CONNECTIONS}",
+        f"--grpc_channel_arguments=grpc.max_allowed_incoming_connections={MAX_CONNECTIONS}",
     )
     with proc:
         proc.wait_ready()
@@ -174,3 +177,27 @@ def test_connections_past_the_limit_get_503_and_are_logged(server: ServerProcess
     server.wait_for(lambda: _predict_ok(server), timeout=10, what="a free connection slot")
     log = server.log()
     assert "REST connection limit reached (--rest_api_max_connections=6)" in log
+
+
+def test_grpc_connections_past_the_channel_argument_cap_are_refused(server: ServerProcess) -> None:
+    # gRPC core's own cap, passed through --grpc_channel_arguments (README).
+    channels = [
+        grpc.insecure_channel(
+            f"127.0.0.1:{server.grpc_port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for _ in range(MAX_CONNECTIONS + 1)
+    ]
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "m"
+    codes = []
+    try:
+        for channel in channels:
+            try:
+                model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=5)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+    finally:
+        for channel in channels:
+            channel.close()
+    assert codes == [grpc.StatusCode.OK] * MAX_CONNECTIONS + [grpc.StatusCode.UNAVAILABLE]
