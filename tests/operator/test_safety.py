@@ -443,9 +443,24 @@ def test_steady_state_makes_no_writes_and_no_404s(
 
     # Every TFModel the operator watches counts (earlier modules leave some behind); none may
     # be mid-deletion, and a few rounds must have run.
+    # A TFModel an earlier module deleted after its operator stopped keeps kopf's
+    # finalizer forever: release it, it is not this test's subject.
     def live_tfmodels() -> list[dict]:
         items = json.loads(kube.kubectl("get", "tfm", "-A", "-o", "json").stdout)["items"]
-        return items if not any(t["metadata"].get("deletionTimestamp") for t in items) else []
+        stuck = [t["metadata"] for t in items if t["metadata"].get("deletionTimestamp")]
+        for meta in stuck:
+            kube.kubectl(
+                "patch",
+                "tfm",
+                meta["name"],
+                "-n",
+                meta["namespace"],
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
+        return [] if stuck else items
 
     watched = len(wait_for(live_tfmodels, 30, "no TFModel being deleted"))
     time.sleep(3 * STATUS_INTERVAL)
