@@ -116,6 +116,33 @@ async def test_new_version_is_available_before_the_old_one_unloads(rig):
     assert loader.events.index("loaded m:2") < loader.events.index("unload m:1")
 
 
+async def test_first_readiness_waits_for_every_initial_version(rig):
+    loader, source, make = rig
+    manager, core = make()
+    source.put("/m", 1, 2)
+    gate = loader.gate("m", 1)  # v2 loads first, then v1 waits here
+    applying = asyncio.create_task(
+        core.apply_config(
+            config(("m", "/m", {"stable": 1, "canary": 2}), policy="all"), defer_labels=True
+        )
+    )
+    await eventually(
+        lambda: "loaded m:2" in loader.events and "load m:1" in loader.events, "v1 loading"
+    )
+    assert state_of(manager, "m") == {2: "AVAILABLE", 1: "LOADING"}
+    assert not manager.ready(), "the stable label's version is still loading"
+    gate.set()
+    await applying
+    await eventually(manager.ready, "ready once both loaded")
+    # Later loads no longer hold readiness back: v1 and v2 keep serving.
+    loader.gate("m", 3)
+    source.put("/m", 1, 2, 3)
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m").get(3) == "LOADING", "v3 loading")
+    assert manager.ready()
+    loader.gate("m", 3).set()
+
+
 async def test_failed_load_is_retried_then_gives_up(rig):
     loader, source, make = rig
     manager, core = make(max_num_load_retries=2)

@@ -27,7 +27,7 @@ from tfmodel_server.core.handle import ServableHandle
 from tfmodel_server.core.harness import LoaderHarness, VersionStatus
 from tfmodel_server.core.interfaces import Loader, ModelSourceState, S, Source, VersionDir
 from tfmodel_server.core.policy import aspired_versions, describe, versions_to_unload
-from tfmodel_server.core.states import AVAILABLE, END, UNLOADING, VersionState
+from tfmodel_server.core.states import AVAILABLE, END, LOADING, START, UNLOADING, VersionState
 from tfmodel_server.errors import ServingError, invalid_argument, not_found
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class ServableManager(Generic[S]):
         self._listeners: list[Callable[[], None]] = []
         self._config_applied = False
         self._stopping = False
+        self._was_ready = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -631,14 +632,20 @@ class ServableManager(Generic[S]):
     def ready(self) -> bool:
         """A config has been applied and every configured model has an AVAILABLE version.
 
-        Per model, not per version: a pod keeps serving (and stays ready) while a
+        The first time, also every initial version has finished loading. After that
+        per model, not per version: a pod keeps serving (and stays ready) while a
         new version loads or after one failed, as the old version still serves.
         """
         if not self._config_applied or self._stopping:
             return False
         with self._lock:
-            return all(
-                any(r.state == AVAILABLE for r in model.versions.values())
-                for model in self._models.values()
-                if model.configured
-            )
+            configured = [m for m in self._models.values() if m.configured]
+            if not all(any(r.state == AVAILABLE for r in m.versions.values()) for m in configured):
+                return False
+            if not self._was_ready:
+                # The first time, as ServerCore::Create: every initial version has
+                # finished loading, so a label's version is there when traffic comes.
+                if any(r.state in (START, LOADING) for m in configured for r in m.versions.values()):
+                    return False
+                self._was_ready = True
+            return True
