@@ -151,7 +151,7 @@ class RestHandlers:
 
     async def _prediction(self, api: str, ref: ModelRef, body: bytes) -> bytes:
         if api == "predict":
-            doc = json_tensor.decode_body(body)
+            doc = json_tensor.decode_body(body, split_numbers=True)
             formats: list[json_tensor.JsonFormat] = []
 
             def inputs_for(signature) -> dict:
