@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tfmodel_server.codecs import json_chunks
 from tfmodel_server.codecs import json_request as jt
 from tfmodel_server.codecs.dtypes import DT_DOUBLE, DT_FLOAT, DT_INT32, DT_INT64, DT_STRING
