@@ -102,3 +102,14 @@ def test_big_body_is_split_and_equal():
     inputs, fmt = jt.inputs_from_doc(doc, {"x": (DT_FLOAT, None)})
     np.testing.assert_array_equal(inputs["x"], rows.astype(np.float32))
     assert fmt == jt.JsonFormat.ROW
+
+
+def test_peak_memory_of_a_big_body_stays_a_small_multiple(tmp_path):
+    """bench/rest_decode_memory.py's decode measurement on an 8 MB body of short numbers
+    (the worst case: 4 bytes a number). Whole-body parsing took about 18x the body."""
+    from bench.rest_decode_memory import make_body, measure_decode
+
+    body = tmp_path / "body.json"
+    size = make_body(body, 8, decimals=1)
+    ratio = measure_decode(body) / size
+    assert ratio < 5, ratio
