@@ -4,7 +4,7 @@ orjson makes one Python float (24 B) in one list slot (8 B) per number and holds
 own document tree meanwhile: 15-19x the body for short numbers
 (bench/rest_decode_memory.py). When a big body's "instances"/"inputs" value is an
 array of plain numbers, it is left unparsed, then cut at its top-level element
-boundaries into ~4 MB pieces; each piece goes through orjson and the usual fast path
+boundaries into ~1 MB pieces; each piece goes through orjson and the usual fast path
 and only its numpy result is kept. Any surprise returns None and the caller parses
 the whole body the usual way, so errors keep their exact messages.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 MIN_BODY_BYTES = 4 << 20
-_PIECE_BYTES = 4 << 20
+_PIECE_BYTES = 1 << 20  # a piece costs ~16x its size while parsed
 _PLACEHOLDER = 7208425364218934172  # stands in for the array while the rest is parsed
 
 _KEY = re.compile(rb'"(instances|inputs)"\s*:\s*\[')
