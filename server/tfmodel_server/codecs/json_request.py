@@ -461,7 +461,7 @@ def _fast_rows(v: object, shape: list[int]) -> list | None:
     leaves, which are never copied into one flat list), or None if it is not dense."""
     if not shape:
         return [[v]]
-    level = [v]
+    level: list = [v]
     for i, size in enumerate(shape):
         if set(map(type, level)) - {list}:
             return None
