@@ -9,6 +9,7 @@ The peak is reset through /proc/PID/clear_refs before each measurement.
 
     python -m bench.rest_decode_memory --mb 80            # both
     python -m bench.rest_decode_memory --mb 80 --only decode
+    PYTHONPATH=/old/tree/server python -m bench.rest_decode_memory   # another tree's numbers
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ from pathlib import Path
 
 _DECODE_CHILD = """
 import gc, sys
-from tfmodel_server.codecs import json_request, limits
+from tfmodel_server.codecs import json_request
 from bench.rest_decode_memory import peak_bytes, reset_peak, rss_bytes
+try:
+    from tfmodel_server.codecs.limits import DecodeBudget
+    extra = (DecodeBudget(1 << 40),)
+except ImportError:  # a tree from before the decoded-bytes cap, for "before" numbers
+    extra = ()
 body = open(sys.argv[1], "rb").read()
 gc.collect()
 reset_peak("self")
 before = rss_bytes("self")
-doc = json_request.decode_body(body)
-inputs, _ = json_request.inputs_from_doc(doc, {"x": (1, None)}, limits.DecodeBudget(1 << 40))
+try:
+    doc = json_request.decode_body(body, split_numbers=True)  # what the REST handler does
+except TypeError:  # an older tree
+    doc = json_request.decode_body(body)
+inputs, _ = json_request.inputs_from_doc(doc, {"x": (1, None)}, *extra)
 print(peak_bytes("self") - before, inputs["x"].shape)
 """
 

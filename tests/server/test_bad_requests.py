@@ -134,6 +134,12 @@ def test_version_beyond_int64_in_the_url(server, method, suffix):
     assert r.status_code == 400
 
 
+def test_version_with_leading_zeros_still_parses(server):
+    r = requests.get(f"{server.rest}/v1/models/linear/versions/{'0' * 30}1", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version_status"][0]["version"] == "1"
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -79,12 +79,14 @@ def error_response(error: ServingError) -> web.Response:
 def _ref(name: str, version: str | None, label: str | None) -> ModelRef:
     name = unquote(name)
     if version is not None:
-        # absl::SimpleAtoi into an int64, as TF Serving parses it.
-        if len(version) > 19 or int(version) > _INT64_MAX:
+        # absl::SimpleAtoi into an int64, as TF Serving parses it (leading zeros are fine;
+        # int() of a 5000-digit string would itself fail).
+        digits = version.lstrip("0") or "0"
+        if not version.isascii() or len(digits) > 19 or int(digits) > _INT64_MAX:
             raise invalid_argument(
                 f"Failed to convert version: {bounded_message(version, 64)} to numeric."
             )
-        return ModelRef(name, version=int(version))
+        return ModelRef(name, version=int(digits))
     if label is not None:
         return ModelRef(name, label=unquote(label))
     return ModelRef(name)
@@ -151,7 +153,7 @@ class RestHandlers:
 
     async def _prediction(self, api: str, ref: ModelRef, body: bytes) -> bytes:
         if api == "predict":
-            doc = json_tensor.decode_body(body)
+            doc = json_tensor.decode_body(body, split_numbers=True)
             formats: list[json_tensor.JsonFormat] = []
 
             def inputs_for(signature) -> dict:

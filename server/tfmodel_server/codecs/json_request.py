@@ -32,6 +32,7 @@ import orjson
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
+from tfmodel_server.codecs import json_chunks
 from tfmodel_server.codecs import tensor_proto as tc
 from tfmodel_server.codecs.limits import MAX_RANK, DecodeBudget
 from tfmodel_server.errors import ServingError, invalid_argument
@@ -247,14 +248,20 @@ def _normalize_non_finite(match: re.Match) -> bytes:
     return b"-Infinity" if token.startswith(b"-") else b"Infinity"
 
 
-def decode_body(body: bytes | str) -> dict:
+def decode_body(body: bytes | str, split_numbers: bool = False) -> dict:
     """Parse a request body; INVALID_ARGUMENT unless it is a JSON object.
 
     orjson is the fast path; bodies it rejects go through the stdlib parser, which also
     accepts the non-finite tokens TF Serving allows (NaN, Infinity, Inf, with a sign).
+    `split_numbers` (predict bodies): a big numeric "instances"/"inputs" array may be
+    left as a json_chunks.NumericValue for inputs_from_doc to decode in pieces.
     """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
+    if split_numbers and isinstance(body, bytes) and len(body) >= json_chunks.MIN_BODY_BYTES:
+        doc = json_chunks.split_numeric(body)
+        if doc is not None:
+            return doc
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -285,6 +292,10 @@ def signature_name_of(doc: dict) -> str:
     if name is None and "signature_name" not in doc:
         return ""
     if type(name) is not str:
+        for value in doc.values():  # the message quotes the whole body: parse it all
+            if type(value) is json_chunks.NumericValue:
+                doc = decode_body(value.body)
+                break
         raise _format_error(
             doc, "not formatted correctly. 'signature_name' key must be a string value."
         )
@@ -450,7 +461,7 @@ def _fast_rows(v: object, shape: list[int]) -> list | None:
     leaves, which are never copied into one flat list), or None if it is not dense."""
     if not shape:
         return [[v]]
-    level = [v]
+    level: list = [v]
     for i, size in enumerate(shape):
         if set(map(type, level)) - {list}:
             return None
@@ -682,9 +693,31 @@ def inputs_from_doc(
         raise invalid_argument("JSON value nested too deeply") from None
 
 
+def _numeric_value_inputs(
+    doc: dict, input_specs: InputSpecs, budget: DecodeBudget
+) -> tuple[dict[str, np.ndarray], JsonFormat] | None:
+    """A json_chunks.NumericValue decoded in pieces; otherwise `doc` is parsed in full."""
+    key = "instances" if "instances" in doc else "inputs"
+    value = doc[key]
+    if len(input_specs) == 1 and not ("instances" in doc and "inputs" in doc):
+        name, (dtype, _) = next(iter(input_specs.items()))
+        used = budget.used
+        arr = json_chunks.decode(value, lambda v: _fast_array(v, dtype, budget, name))
+        if arr is not None:
+            return {name: arr}, JsonFormat.ROW if key == "instances" else JsonFormat.COLUMNAR
+        budget.used = used
+    full = decode_body(value.body)  # anything unusual: the exact path and its messages
+    doc.clear()
+    doc.update(full)
+    return None
+
+
 def _inputs_from_doc(
     doc: dict, input_specs: InputSpecs, budget: DecodeBudget
 ) -> tuple[dict[str, np.ndarray], JsonFormat]:
+    if any(type(v) is json_chunks.NumericValue for v in doc.values()) and input_specs:
+        if (done := _numeric_value_inputs(doc, input_specs, budget)) is not None:
+            return done
     if not input_specs:
         name = doc.get("signature_name") or "DEFAULT"
         raise invalid_argument(f"Failed to get input map for signature: {name}")
@@ -717,7 +750,7 @@ def parse_predict_request(
     `input_specs` is the signature's inputs, or a function from the body's signature_name
     ("" if absent) to them (TF Serving's get_tensorinfo_map; it may raise ServingError).
     """
-    doc = decode_body(body)
+    doc = decode_body(body, split_numbers=True)
     signature_name = signature_name_of(doc)
     specs = input_specs(signature_name) if callable(input_specs) else input_specs
     inputs, fmt = inputs_from_doc(doc, specs, budget)
