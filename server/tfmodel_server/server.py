@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -126,7 +127,7 @@ class ModelServer:
         self._rest: web.AppRunner | None = None
         self._rest_listener: asyncio.Server | None = None
         self._guard: rest_connections.ConnectionGuard | None = None
-        self._health = None
+        self._health: Any = None  # grpc_health's aio servicer, when enabled
         self.grpc_port = 0
         self.rest_port = 0
         try:
@@ -276,7 +277,7 @@ class ModelServer:
 
     async def _start_grpc(self) -> None:
         opts = self.options
-        channel_opts = [
+        channel_opts: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if opts.workers > 1 else 0),

@@ -116,7 +116,9 @@ class RestHandlers:
                 api, model = m.group(4).lower(), unquote(m.group(1))
                 body = await request.read()
                 ref = _ref(m.group(1), m.group(2), m.group(3))
-                payload = await asyncio.wait_for(self._prediction(api, ref, body), self.timeout)
+                payload: bytes | dict = await asyncio.wait_for(
+                    self._prediction(api, ref, body), self.timeout
+                )
                 response = _json_response(payload)
             elif request.method == "GET" and (m := _STATUS_RE.fullmatch(path)):
                 api = "get_model_metadata" if m.group(4) else "get_model_status"

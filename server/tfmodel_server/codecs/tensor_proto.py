@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 from tfmodel_server.codecs.dtypes import (  # noqa: F401  (re-exported: tc.DT_FLOAT etc.)
     BFLOAT16,
@@ -39,8 +39,6 @@ from tfmodel_server.codecs.dtypes import (  # noqa: F401  (re-exported: tc.DT_FL
 )
 from tfmodel_server.codecs.limits import DecodeBudget, element_count, shape_string, tensor_error
 from tfmodel_server.errors import ServingError, invalid_argument
-
-TensorProto = tensor_pb2.TensorProto
 
 # Typed value field per dtype (TF's ProtoHelper<T>). half and bfloat16 carry uint16 bit
 # patterns in the int32 `half_val`; complex fields interleave real and imaginary parts.

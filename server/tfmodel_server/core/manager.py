@@ -645,7 +645,9 @@ class ServableManager(Generic[S]):
             if not self._was_ready:
                 # The first time, as ServerCore::Create: every initial version has
                 # finished loading, so a label's version is there when traffic comes.
-                if any(r.state in (START, LOADING) for m in configured for r in m.versions.values()):
+                if any(
+                    r.state in (START, LOADING) for m in configured for r in m.versions.values()
+                ):
                     return False
                 self._was_ready = True
             return True
