@@ -50,6 +50,63 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+CEILING = "bare grpc.aio echo"
+CEILING_HOP = "bare grpc.aio echo + one executor hop"
+
+
+def ceiling_request(path: str) -> None:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+    with open(path, "wb") as f:
+        f.write(request.SerializeToString())
+
+
+def measure(
+    ghz: str, protoset: str, work: str, concurrency: int, requests: int, hops=(False, True)
+):
+    """RunResults of the echo servers at `concurrency`, with their process CPU seconds."""
+    from bench.results import tree_cpu_seconds
+
+    request_bin = os.path.join(work, "ceiling_request.bin")
+    ceiling_request(request_bin)
+    ctx = multiprocessing.get_context("spawn")
+    results = []
+    for hop in hops:
+        port = _free_port()
+        proc = ctx.Process(target=_serve, args=(port, hop), daemon=True)
+        proc.start()
+        try:
+            _wait_port(port, proc)
+            label = CEILING_HOP if hop else CEILING
+            target = f"127.0.0.1:{port}"
+            out = os.path.join(work, "ghz-ceiling.json")
+            run_ghz(ghz, protoset, request_bin, target, 8, max(200, requests // 10), label, out)
+            cpu0 = tree_cpu_seconds(proc.pid)
+            result, _ = run_ghz(
+                ghz, protoset, request_bin, target, concurrency, requests, label, out
+            )
+            result.server_cpu_s = tree_cpu_seconds(proc.pid) - cpu0
+            results.append(result)
+        finally:
+            proc.terminate()
+            proc.join(5)
+    return results
+
+
+def _wait_port(port: int, proc, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.is_alive():
+            raise RuntimeError("echo server exited before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"echo server not listening after {timeout:.0f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=6000)
@@ -58,37 +115,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="grpc-ceiling-")
     protoset = os.path.join(work, "serving.protoset")
     build_protoset(protoset)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "m"
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
-    request_bin = os.path.join(work, "request.bin")
-    with open(request_bin, "wb") as f:
-        f.write(request.SerializeToString())
-    ghz = ensure_ghz()
-    ctx = multiprocessing.get_context("spawn")
-    for hop in (False, True):
-        port = _free_port()
-        proc = ctx.Process(target=_serve, args=(port, hop), daemon=True)
-        proc.start()
-        try:
-            time.sleep(8)  # the spawned child imports TensorFlow (tensorflow_serving protos)
-            label = "bare grpc.aio echo" + (" + one executor hop" if hop else "")
-            result, _ = run_ghz(
-                ghz,
-                protoset,
-                request_bin,
-                f"127.0.0.1:{port}",
-                args.concurrency,
-                args.requests,
-                label,
-                os.path.join(work, "ghz.json"),
-            )
-            print(
-                f"{label:40s} {result.ok / result.duration_s:8.0f} req/s  ok {result.ok}/{args.requests}"
-            )
-        finally:
-            proc.terminate()
-            proc.join(5)
+    for result in measure(ensure_ghz(), protoset, work, args.concurrency, args.requests):
+        print(f"{result.target:40s} {result.rows_per_s:8.0f} req/s  ok {result.ok}/{args.requests}")
 
 
 if __name__ == "__main__":
