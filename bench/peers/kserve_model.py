@@ -10,6 +10,10 @@ Answers v1 REST (`{"instances": [...]}` -> `{"predictions": [...]}`) and v2 REST
 from __future__ import annotations
 
 import argparse
+import os
+
+# No per-request log lines (tfmodel writes none either); read when kserve is imported.
+os.environ.setdefault("KSERVE_LOGLEVEL", "WARNING")
 
 import kserve
 import numpy as np
@@ -38,7 +42,9 @@ class TFSavedModel(kserve.Model):
             y = self._run(payload.inputs[0].as_numpy())
             out = InferOutput(name=self._output, shape=list(y.shape), datatype="FP32")
             out.set_data_from_numpy(y, binary_data=False)
-            return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+            return InferResponse(
+                model_name=self.name, infer_outputs=[out], response_id=payload.id or ""
+            )
         y = self._run(np.asarray(payload["instances"], np.float32))
         return {"predictions": y.tolist()}
 

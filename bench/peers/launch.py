@@ -18,6 +18,17 @@ V2_GRPC_MODULE = {
 V2_INFER_METHOD = "inference.GRPCInferenceService.ModelInfer"
 
 
+QUIET_LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING"},
+    "loggers": {
+        name: {"level": "WARNING"}
+        for name in ("mlserver", "mlserver.grpc", "mlserver.rest", "uvicorn", "uvicorn.access")
+    },
+}
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     peer: str  # "mlserver" or "kserve"
@@ -84,6 +95,8 @@ def start(
                     # 0: the model runs in the server process, like tfmodel --workers=1
                     # (1, the default, adds a worker process and a queue hop per request)
                     "parallel_workers": 0,
+                    # no per-request access log lines (tfmodel writes none either)
+                    "logging_settings": QUIET_LOGGING,
                 }
             )
         )

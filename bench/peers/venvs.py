@@ -17,7 +17,7 @@ INSTALL_TIMEOUT_SECONDS = 1200
 # MLServer 1.7 breaks with uvloop 0.22 (its event-loop policy hook); hold uvloop back.
 PINS: dict[str, tuple[str, ...]] = {
     "mlserver": ("mlserver==1.7.1", "uvloop<0.22"),
-    "kserve": ("kserve==0.16.0",),
+    "kserve": ("kserve==0.21.0",),
 }
 
 
