@@ -66,7 +66,9 @@ def test_peer_ratios_per_protocol():
 
 
 def test_issue11_targets_verdicts():
-    rows = {name: (measured, verdict) for name, _, measured, verdict in report.issue11_targets(DATA)}
+    rows = {
+        name: (measured, verdict) for name, _, measured, verdict in report.issue11_targets(DATA)
+    }
     assert rows["tfmodel gRPC / best peer gRPC (c=64)"] == ("2.50x", "missed")
     assert rows["tfmodel gRPC batched / grpc.aio echo ceiling (c=64)"] == ("0.75x", "missed")
     assert rows[f"MLP: {names.GRPC_ON} / in-process batched limit (c=64)"] == ("0.90x", "met")
