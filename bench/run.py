@@ -194,10 +194,10 @@ class Bench:
         compute_model.export(str(self.mlp.base_path))
 
     # -- runners ---------------------------------------------------------------------------
-    def _measured(self, pid: int, run, *args) -> RunResult:
+    def _measured(self, pid: int, run, *args, **kwargs) -> RunResult:
         """Run a load; attach the serving process tree's CPU seconds to its result."""
         cpu0 = tree_cpu_seconds(pid)
-        result = run(*args)
+        result = run(*args, **kwargs)
         result = result[0] if isinstance(result, tuple) else result
         result.server_cpu_s = tree_cpu_seconds(pid) - cpu0
         return result
@@ -368,29 +368,37 @@ class Bench:
             config, python, case.name, case.model_dir, case.signature, self.work, log
         )
         try:
-            base = f"http://127.0.0.1:{peer.http_port}"
-            try:
-                _wait_http_200(f"{base}/v2/models/{case.name}/ready", peer.proc, timeout=180)
-            except Exception as exc:
-                tail = log.read_text(errors="replace")[-600:]
-                for label in labels:
-                    self.unavailable[label] = f"did not start: {str(exc)[:120]}"
-                print(f"  n/a: {exc}\n{tail}", flush=True)
-                return
-            pid, port = peer.proc.pid, peer.grpc_port
-            grpc_args = dict(request_bin=request_bin, protoset=protoset, call=V2_INFER_METHOD)
-            self._ghz(port, 8, WARMUP_REQUESTS, labels[0], **grpc_args)
-            for c, n in self._points(case):
-                self._record(self._measured(pid, self._ghz, port, c, n, labels[0], **grpc_args))
-            rest = [(labels[1], f"{base}/v2/models/{case.name}/infer", case.v2_body)]
-            if config.rest_v1:
-                rest.append((labels[2], f"{base}/v1/models/{case.name}:predict", case.v1_body))
-            for label, url, body in rest:
-                self._h2load(url, 8, WARMUP_REQUESTS, label, body)
-                for c, n in self._points(case):
-                    self._record(self._measured(pid, self._h2load, url, c, n, label, body))
+            self._run_peer_loads(config, case, peer, labels, protoset, request_bin, log)
+        except Exception as exc:  # a peer failing mid-run is a result, not the end of the run
+            for label in labels:
+                if not any(r.target == label for r in self.results):
+                    self.unavailable[label] = f"failed: {str(exc)[:160]}"
+            print(f"  failed: {exc}", flush=True)
         finally:
             peer.stop()
+
+    def _run_peer_loads(self, config, case, peer, labels, protoset, request_bin, log) -> None:
+        base = f"http://127.0.0.1:{peer.http_port}"
+        try:
+            _wait_http_200(f"{base}/v2/models/{case.name}/ready", peer.proc, timeout=180)
+        except Exception as exc:
+            tail = log.read_text(errors="replace")[-600:]
+            for label in labels:
+                self.unavailable[label] = f"did not start: {str(exc)[:120]}"
+            print(f"  n/a: {exc}\n{tail}", flush=True)
+            return
+        pid, port = peer.proc.pid, peer.grpc_port
+        grpc_args = dict(request_bin=request_bin, protoset=protoset, call=V2_INFER_METHOD)
+        self._ghz(port, 8, WARMUP_REQUESTS, labels[0], **grpc_args)
+        for c, n in self._points(case):
+            self._record(self._measured(pid, self._ghz, port, c, n, labels[0], **grpc_args))
+        rest = [(labels[1], f"{base}/v2/models/{case.name}/infer", case.v2_body)]
+        if config.rest_v1:
+            rest.append((labels[2], f"{base}/v1/models/{case.name}:predict", case.v1_body))
+        for label, url, body in rest:
+            self._h2load(url, 8, WARMUP_REQUESTS, label, body)
+            for c, n in self._points(case):
+                self._record(self._measured(pid, self._h2load, url, c, n, label, body))
 
     def run_ceiling(self) -> None:
         print("== grpc.aio ceiling (c=64)", flush=True)
@@ -534,6 +542,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a few minutes: --scale=0.25, 1 and 64 in flight, no --workers run, short limits",
     )
     parser.add_argument("--no_peers", action="store_true", help="skip MLServer and KServe")
+    parser.add_argument(
+        "--parts",
+        default="demo,peers,mlp",
+        help="comma list of demo (in-process, naive, ceiling, tfmodel), peers, mlp",
+    )
     parser.add_argument("--batch_timeout_micros", type=int, default=1000)
     parser.add_argument(
         "--workers", type=int, default=2, help="also run batching on with --workers=N (1 = skip)"
@@ -554,24 +567,28 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = (1, 64) if args.quick else CONCURRENCY
     t0 = time.monotonic()
     try:
+        parts = set(args.parts.split(","))
+        if args.no_peers:
+            parts.discard("peers")
         bench = Bench(work, args.scale, args.batch_timeout_micros, concurrency)
-        bench.run_inprocess()
-        bench.run_naive()
-        bench.run_ceiling()
-        bench.run_tfmodel(batching=False, measure_swap=True)
-        bench.run_tfmodel(batching=True, measure_swap=False)
-        if args.workers > 1:
-            bench.run_tfmodel(batching=True, measure_swap=False, workers=args.workers)
-        if not args.no_peers:
+        if "demo" in parts:
+            bench.run_inprocess()
+            bench.run_naive()
+            bench.run_ceiling()
+            bench.run_tfmodel(batching=False, measure_swap=True)
+            bench.run_tfmodel(batching=True, measure_swap=False)
+            if args.workers > 1:
+                bench.run_tfmodel(batching=True, measure_swap=False, workers=args.workers)
+        if "peers" in parts:
             for config in PEERS:
                 bench.run_peer(config)
-        # the compute-bound regime
-        bench.run_mlp_limit(seconds=1.0 if args.quick else 2.0)
-        bench.run_tfmodel(batching=False, measure_swap=False, case=bench.mlp)
-        bench.run_tfmodel(batching=True, measure_swap=False, case=bench.mlp)
-        if not args.no_peers:
-            for config in PEERS:
-                bench.run_peer(config, case=bench.mlp)
+        if "mlp" in parts:  # the compute-bound regime
+            bench.run_mlp_limit(seconds=1.0 if args.quick else 2.0)
+            bench.run_tfmodel(batching=False, measure_swap=False, case=bench.mlp)
+            bench.run_tfmodel(batching=True, measure_swap=False, case=bench.mlp)
+            if "peers" in parts:
+                for config in PEERS:
+                    bench.run_peer(config, case=bench.mlp)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
