@@ -164,7 +164,7 @@ def _issue11_sections(data: dict) -> list[str]:
         " worker); adaptive batching: `max_batch_size 64`, `max_batch_time 1 ms`.",
         "",
     ]
-    for title, prefix in (("demo model (64 -> 10 softmax)", ""), ("compute-bound MLP", names.MLP)):
+    for title, prefix in (("demo model (64 -> 10 softmax)", ""), ("compute-bound CNN", names.MLP)):
         lines += [
             f"**{title}**",
             "",
@@ -205,7 +205,7 @@ def _issue11_sections(data: dict) -> list[str]:
     lines += [
         "## Compute-bound regime",
         "",
-        f"Model: `bench/compute_model.py`, {data.get('mlp_model', 'MLP')}, fixed random weights, signature"
+        f"Model: `bench/compute_model.py`, {data.get('mlp_model', 'CNN')}, fixed random weights, signature"
         " `predict` (input `x`, output `y`). Its limit is the best in-process batched throughput over"
         " batch sizes and 1-2 calling threads, measured in this run (`bench/inprocess_batched.py`):",
         "",
@@ -261,7 +261,7 @@ def issue11_targets(data: dict) -> list[tuple[str, str, str, str]]:
     for label in (names.GRPC_ON, names.REST_ON):
         r = _lookup(data, names.MLP + label, 64)
         v = _ratio(r and r["rows_per_s"], limit)
-        add(f"MLP: {label} / in-process batched limit (c=64)", ">= 0.9x", v, v and v >= 0.9)
+        add(f"{names.MLP}{label} / in-process batched limit (c=64)", ">= 0.9x", v, v and v >= 0.9)
     for rest, grpc_label in ((names.REST_OFF, names.GRPC_OFF), (names.REST_ON, names.GRPC_ON)):
         a, b = _lookup(data, rest, 64), _lookup(data, grpc_label, 64)
         v = _ratio(a and a["p99_ms"], b and b["p99_ms"])
@@ -270,7 +270,7 @@ def issue11_targets(data: dict) -> list[tuple[str, str, str, str]]:
 
 
 def plot(data: dict, path: Path) -> None:
-    """Left: the demo model at 64 in flight, every target; right: the MLP against its limit."""
+    """Left: the demo model at 64 in flight, every target; right: the CNN against its limit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,7 +303,7 @@ def plot(data: dict, path: Path) -> None:
     )
     limit = mlp_limit(data)
     bars(ax_mlp, mlp, limit, f"in-process batched limit {limit:.0f} rows/s" if limit else "")
-    ax_mlp.set_title("compute-bound MLP, 64 in flight: rows/s", fontsize=9)
+    ax_mlp.set_title("compute-bound CNN, 64 in flight: rows/s", fontsize=9)
     m = data["machine"]
     fig.suptitle(
         f"{m['cores']} cores shared with the load generator (1-min load average at end"

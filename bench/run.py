@@ -16,7 +16,7 @@ Issue 11 additions, in the same run:
                       same ghz/h2load settings; they speak the v2 (Open Inference) protocol, KServe
                       also v1 REST
   limits              a bare grpc.aio echo server (the Python gRPC ceiling) at 64 in flight
-  compute-bound       a wide MLP (bench/compute_model.py, a few ms per batch-1 call): its limit is
+  compute-bound       a small CNN (bench/compute_model.py, a few ms per batch-1 call): its limit is
                       the best in-process batched rows/s; tfmodel and the peers at 64 in flight
 
     .venv/bin/python -m bench.run --quick    # a few minutes: fewer requests, 1 and 64 in flight
@@ -67,7 +67,7 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "mnist"
 SIGNATURE = "predict_images"
 REQUESTS = {1: 1500, 8: 4000, 64: 8000}
-MLP_REQUESTS = 2400  # at 64 in flight; the compute-bound model serves hundreds to thousands/s
+MLP_REQUESTS = 1600  # at 64 in flight; the compute-bound model serves hundreds of rows/s
 MLP_BATCH_SIZES = "1,8,16,32,64"
 PEERS = (
     PeerConfig("mlserver", "MLServer, no batching"),
@@ -340,10 +340,10 @@ class Bench:
                 print(f"  warning: tfmodel-server exited {code} after SIGTERM", flush=True)
 
     def _points(self, case: Case) -> list[tuple[int, int]]:
-        """(concurrency, requests) for a case: the demo at every level, the MLP at 64."""
+        """(concurrency, requests) for a case: the demo at every level, the CNN at 64."""
         if case is self.demo:
             return [(c, self._count(c)) for c in self.concurrency]
-        return [(64, max(640, int(MLP_REQUESTS * self.scale)))]
+        return [(64, max(320, int(MLP_REQUESTS * self.scale)))]
 
     def run_peer(self, config: PeerConfig, case: Case | None = None) -> None:
         """One peer configuration: v2 gRPC, v2 REST (and v1 REST) at the case's points."""
@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": list(concurrency),
         "peer_versions": bench.peer_versions,
         "mlp_limit": bench.mlp_limit,
-        "mlp_model": " -> ".join(map(str, compute_model.WIDTHS)) + " MLP",
+        "mlp_model": compute_model.DESCRIPTION,
         "swap": {
             k: (v.to_dict() if isinstance(v, RunResult) else v) for k, v in bench.swap.items()
         },

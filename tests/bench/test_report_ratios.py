@@ -71,7 +71,7 @@ def test_issue11_targets_verdicts():
     }
     assert rows["tfmodel gRPC / best peer gRPC (c=64)"] == ("2.50x", "missed")
     assert rows["tfmodel gRPC batched / grpc.aio echo ceiling (c=64)"] == ("0.75x", "missed")
-    assert rows[f"MLP: {names.GRPC_ON} / in-process batched limit (c=64)"] == ("0.90x", "met")
+    assert rows[f"{names.MLP}{names.GRPC_ON} / in-process batched limit (c=64)"] == ("0.90x", "met")
     assert rows[f"{names.REST_ON} p99 / {names.GRPC_ON} p99 (c=64)"] == ("1.50x", "met")
 
 
