@@ -122,7 +122,8 @@ def _labels(data: dict, prefix: str, peer: bool, protocol: str) -> list[str]:
         if rest is None or (prefix == "" and rest.startswith(names.MLP)):
             continue
         is_peer = rest.startswith(("MLServer", "KServe"))
-        if is_peer != peer or "during swap" in rest:
+        # One server process each: tfmodel's --workers runs are compared separately.
+        if is_peer != peer or "during swap" in rest or "--workers" in rest:
             continue
         if (protocol in rest) if peer else rest.startswith(f"tfmodel {protocol}"):
             out.append(label)
@@ -176,6 +177,19 @@ def _issue11_sections(data: dict) -> list[str]:
                 f"| {protocol} | {ol or 'n/a'} | {_fmt(orate, '.0f')} | {pl or 'n/a'} | "
                 f"{_fmt(prate, '.0f')} | {_fmt(ratio, '.2f', 'x')} |"
             )
+        if prefix == "":
+            for label in _targets_in_order(data):
+                if "--workers" not in label:
+                    continue
+                protocol = "gRPC" if "gRPC" in label else "REST"
+                peer = next(row for row in peer_ratios(data) if row[0] == protocol)
+                r = _lookup(data, label, 64)
+                if r:
+                    ratio = _ratio(r["rows_per_s"], peer[4])
+                    lines.append(
+                        f"| {protocol}, more processes | {label} | {r['rows_per_s']:.0f} | {peer[3] or 'n/a'}"
+                        f" (one process) | {_fmt(peer[4], '.0f')} | {_fmt(ratio, '.2f', 'x')} |"
+                    )
         lines.append("")
     ceiling = _lookup(data, "bare grpc.aio echo", 64)
     hop = _lookup(data, "bare grpc.aio echo + one executor hop", 64)

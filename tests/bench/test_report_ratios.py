@@ -80,3 +80,9 @@ def test_ratio_guards():
     assert report._ratio(1.0, 0.0) is None
     assert report._ratio(math.nan, 1.0) is None
     assert report.mlp_limit({}) is None
+
+
+def test_workers_runs_are_not_the_one_process_best():
+    data = {"results": [*DATA["results"], _r(names.REST_ON + ", --workers=2", 9000.0)]}
+    rows = {row[0]: row for row in report.peer_ratios(data)}
+    assert rows["REST"][1] == names.REST_ON
