@@ -1,7 +1,8 @@
 """What grpc.aio itself allows on this machine: a bare PredictionService that
-returns an empty response, with and without one executor hop per request.
+returns an empty response, with and without one executor hop per request, and optionally
+grpc's sync (thread-pool) server doing the same.
 
-    .venv/bin/python -m bench.grpc_ceiling [--requests 6000] [--concurrency 64]
+    .venv/bin/python -m bench.grpc_ceiling [--requests 6000] [--concurrency 64] [--sync_threads 4,16]
 
 Same ghz and request as bench.run, so the numbers compare with its tfmodel rows.
 """
@@ -44,6 +45,23 @@ def _serve(port: int, hop: bool) -> None:
     asyncio.run(main())
 
 
+def _serve_sync(port: int, threads: int) -> None:
+    """grpc's thread-pool server: the alternative to grpc.aio for the Predict path."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return predict_pb2.PredictResponse()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +70,7 @@ def _free_port() -> int:
 
 CEILING = "bare grpc.aio echo"
 CEILING_HOP = "bare grpc.aio echo + one executor hop"
+SYNC = "bare grpc sync-server echo, %d threads"
 
 
 def ceiling_request(path: str) -> None:
@@ -63,22 +82,30 @@ def ceiling_request(path: str) -> None:
 
 
 def measure(
-    ghz: str, protoset: str, work: str, concurrency: int, requests: int, hops=(False, True)
+    ghz: str,
+    protoset: str,
+    work: str,
+    concurrency: int,
+    requests: int,
+    hops=(False, True),
+    sync_threads=(),
 ):
-    """RunResults of the echo servers at `concurrency`, with their process CPU seconds."""
+    """RunResults of the echo servers at `concurrency`, with their process CPU seconds:
+    grpc.aio without/with an executor hop (`hops`), then grpc's sync server per thread count."""
     from bench.results import tree_cpu_seconds
 
     request_bin = os.path.join(work, "ceiling_request.bin")
     ceiling_request(request_bin)
     ctx = multiprocessing.get_context("spawn")
     results = []
-    for hop in hops:
+    variants = [(_serve, (hop,), CEILING_HOP if hop else CEILING) for hop in hops]
+    variants += [(_serve_sync, (n,), SYNC % n) for n in sync_threads]
+    for serve, serve_args, label in variants:
         port = _free_port()
-        proc = ctx.Process(target=_serve, args=(port, hop), daemon=True)
+        proc = ctx.Process(target=serve, args=(port, *serve_args), daemon=True)
         proc.start()
         try:
             _wait_port(port, proc)
-            label = CEILING_HOP if hop else CEILING
             target = f"127.0.0.1:{port}"
             out = os.path.join(work, "ghz-ceiling.json")
             run_ghz(ghz, protoset, request_bin, target, 8, max(200, requests // 10), label, out)
@@ -111,12 +138,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--sync_threads", default="", help="also grpc's sync server, e.g. 4,16 (thread counts)"
+    )
     args = parser.parse_args()
+    sync_threads = [int(n) for n in args.sync_threads.split(",") if n]
     work = tempfile.mkdtemp(prefix="grpc-ceiling-")
     protoset = os.path.join(work, "serving.protoset")
     build_protoset(protoset)
-    for result in measure(ensure_ghz(), protoset, work, args.concurrency, args.requests):
-        print(f"{result.target:40s} {result.rows_per_s:8.0f} req/s  ok {result.ok}/{args.requests}")
+    results = measure(
+        ensure_ghz(), protoset, work, args.concurrency, args.requests, sync_threads=sync_threads
+    )
+    for result in results:
+        print(
+            f"{result.target:40s} {result.rows_per_s:8.0f} req/s  ok {result.ok}/{args.requests}"
+            f"  p99 {result.p99_ms:6.1f} ms"
+            f"  server CPU {result.server_cpu_s / result.duration_s:.2f} cores"
+        )
 
 
 if __name__ == "__main__":
