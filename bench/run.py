@@ -1,6 +1,6 @@
 """One command, one machine: the same model and request stream through every way of serving it.
 
-    .venv/bin/python -m bench.run            # ~5 min on 2 cores; writes docs/benchmarks.md + .png
+    .venv/bin/python -m bench.run            # ~10 min on 2 shared cores (587 s at load average ~10)
 
 Targets, each at concurrency 1, 8 and 64 with a fixed request count (batch-1 requests, one
 held-out digit, the demo's 64->10 softmax model):
@@ -19,7 +19,8 @@ Issue 11 additions, in the same run:
   compute-bound       a small CNN (bench/compute_model.py, a few ms per batch-1 call): its limit is
                       the best in-process batched rows/s; tfmodel and the peers at 64 in flight
 
-    .venv/bin/python -m bench.run --quick    # a few minutes: fewer requests, 1 and 64 in flight
+    .venv/bin/python -m bench.run --quick    # a few minutes (400 s at load average ~11): fewer requests,
+                                             # 1 and 64 in flight, no --workers run
 """
 
 from __future__ import annotations
