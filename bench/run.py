@@ -16,7 +16,7 @@ Issue 11 additions, in the same run:
                       same ghz/h2load settings; they speak the v2 (Open Inference) protocol, KServe
                       also v1 REST
   limits              a bare grpc.aio echo server (the Python gRPC ceiling) at 64 in flight
-  compute-bound       a small CNN (bench/compute_model.py, a few ms per batch-1 call): its limit is
+  compute-bound       a small CNN (bench/compute_model.py, 1-3 ms per batch-1 call here): its limit is
                       the best in-process batched rows/s; tfmodel and the peers at 64 in flight
 
     .venv/bin/python -m bench.run --quick    # a few minutes (400 s at load average ~11): fewer requests,
