@@ -4,7 +4,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench bench-quick
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -23,5 +23,11 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The whole benchmark matrix (tfmodel, MLServer, KServe, the limits, the compute-bound MLP);
+# writes docs/benchmarks.md. `make bench-quick` (or BENCH_ARGS=--quick) takes a few minutes.
+BENCH_ARGS ?=
 bench: setup
-	$(VENV)/bin/python -m bench.run
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: setup
+	$(VENV)/bin/python -m bench.run --quick $(BENCH_ARGS)

@@ -34,12 +34,13 @@ def run_ghz(
     label: str,
     out_json: str,
     connections: int = 1,
+    call: str = PREDICT_METHOD,
 ) -> tuple[RunResult, list[GhzDetail]]:
     args = [
         ghz,
         "--insecure",
         f"--protoset={protoset}",
-        f"--call={PREDICT_METHOD}",
+        f"--call={call}",
         f"--binary-file={request_bin}",
         f"--total={requests}",
         f"--concurrency={concurrency}",

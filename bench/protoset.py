@@ -9,8 +9,13 @@ from __future__ import annotations
 from google.protobuf import descriptor_pb2
 
 
-def build_protoset(path: str) -> None:
-    from tensorflow_serving.apis import prediction_service_pb2
+def build_protoset(
+    path: str, module: str = "tensorflow_serving.apis.prediction_service_pb2"
+) -> None:
+    """Write the FileDescriptorSet of `module` (a *_pb2 module) and its imports to `path`."""
+    import importlib
+
+    root = importlib.import_module(module)
 
     ordered: list = []
     seen: set[str] = set()
@@ -23,7 +28,7 @@ def build_protoset(path: str) -> None:
             visit(dep)
         ordered.append(file_descriptor)
 
-    visit(prediction_service_pb2.DESCRIPTOR)
+    visit(root.DESCRIPTOR)
     fds = descriptor_pb2.FileDescriptorSet()
     for fd in ordered:
         fds.file.add().ParseFromString(fd.serialized_pb)

@@ -15,6 +15,13 @@ REST_OFF = "tfmodel REST, batching off"
 REST_ON = "tfmodel REST, batching on"
 NAIVE = "naive HTTP server"
 INPROC = "in-process, 1 call per request"
+# The compute-bound model's targets carry this prefix (bench/compute_model.py).
+MLP = "CNN: "
+INPROC_BATCHED = "in-process batched"
+# Peers (bench/peers): labels are "<peer config> <protocol>", protocols below.
+PEER_GRPC = "gRPC (v2)"
+PEER_REST = "REST (v2)"
+PEER_REST_V1 = "REST (v1)"
 
 
 @dataclass
