@@ -23,7 +23,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole benchmark matrix (tfmodel, MLServer, KServe, the limits, the compute-bound MLP);
+# The whole benchmark matrix (tfmodel, MLServer, KServe, the limits, the compute-bound CNN);
 # writes docs/benchmarks.md. `make bench-quick` (or BENCH_ARGS=--quick) takes a few minutes.
 BENCH_ARGS ?=
 bench: setup
