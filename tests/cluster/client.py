@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -42,7 +43,9 @@ def grpc_predict(stub, model: str, label: str | None, version: int | None) -> tu
         )
     )
     answer = stub.Predict(request, timeout=10)
-    return answer.model_spec.version.value, list(answer.outputs["y"].float_val)
+    y = answer.outputs["y"]
+    values = list(y.float_val) or np.frombuffer(y.tensor_content, dtype=np.float32).tolist()
+    return answer.model_spec.version.value, values
 
 
 def rest_predict(

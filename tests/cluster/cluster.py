@@ -332,6 +332,7 @@ state = "{state}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{state}/runc"
   [{cri}.cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{self.data_dir}/cni/net.d"
@@ -587,6 +588,12 @@ state = "{state}"
             if entry.startswith("cni-"):
                 _run(["ip", "netns", "del", entry], check=False)
         _run(["ip", "netns", "del", self.netns], check=False)
+        with contextlib.suppress(OSError):
+            Path("/run/containerd/s").rmdir()  # the shims' socket folder, if empty
+        if os.environ.get("TFMODEL_KEEP_CLUSTER_DIR"):
+            log(f"kept {self.data_dir} (TFMODEL_KEEP_CLUSTER_DIR)")
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         log(f"cluster stopped in {time.monotonic() - t0:.0f} s")
 
     def _stop_proc(self, name: str, grace: float = 15) -> None:

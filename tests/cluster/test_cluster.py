@@ -231,3 +231,179 @@ def test_predict_through_service(cluster: Cluster, fleet: dict):
     ranker = predict_once(cluster, ip, "ranker")
     assert ranker["grpc"]["version"] == 1
     assert approx(ranker["rest"]["y"]) == expect(RANKER[1])
+
+
+# --- 9. non-root, read-only root file system, TensorFlow works -------------------------------
+def test_server_runs_non_root_read_only(cluster: Cluster, fleet: dict):
+    ns = fleet["namespace"]
+    (pod,) = ready_pods(cluster, ns)
+    name = pod["metadata"]["name"]
+    sc = pod["spec"]["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+    probe = (
+        "import os, tensorflow as tf\n"
+        "try:\n"
+        "    open('/opt/tfmodel/probe', 'w')\n"
+        "    ro = 'writable'\n"
+        "except OSError as e:\n"
+        "    ro = type(e).__name__ + ':' + str(e.errno)\n"
+        "print(os.getuid(), os.getgid(), ro, float(tf.reduce_sum(tf.constant([1.0, 2.0]))))\n"
+    )
+    done = cluster.kubectl("exec", "-n", ns, name, "-c", "server", "--", "python", "-c", probe)
+    uid, gid, ro, total = done.stdout.split()[-4:]
+    assert (uid, gid) == ("1000", "1000")
+    assert ro == "OSError:30", ro  # EROFS
+    assert float(total) == 3.0
+    mounts = cluster.kubectl("exec", "-n", ns, name, "--", "cat", "/proc/mounts").stdout
+    root = next(line for line in mounts.splitlines() if line.split()[1] == "/")
+    assert " ro," in f" {root.split()[3]},", root
+
+
+# --- 4. label flip: ConfigMap volume refresh, no restart, zero failed requests ---------------
+def test_label_flip_zero_failures_no_restart(cluster: Cluster, fleet: dict):
+    ns = fleet["namespace"]
+    before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"]
+              for p in ready_pods(cluster, ns)}  # fmt: skip
+    ip = service_ip(cluster, ns)
+    loop = Loop(cluster, ip, "lin", "stable")
+    try:
+        time.sleep(3)
+        cluster.kubectl(
+            "patch", "tfm", NAME, "-n", ns, "--type=json",
+            "-p", json.dumps([
+                {"op": "replace", "path": "/spec/models/0/versionLabels/stable", "value": 2}
+            ]),
+        )  # fmt: skip
+
+        def flipped() -> bool:
+            answer = predict_once(cluster, ip, "lin", "stable")
+            return answer["grpc"]["version"] == 2 and approx(answer["rest"]["y"]) == expect(LIN[2])
+
+        # kubelet sync (10 s here) + ConfigMap cache, then the server's config poll (2 s).
+        wait_for("label stable -> 2 served", flipped, timeout=150, interval=2)
+        time.sleep(3)
+    finally:
+        result = loop.finish()
+    assert result["failed"] == 0, result["errors"]
+    assert result["ok"] > 20
+    last = result["seen"][-1]
+    assert approx(last[3]) == expect(LIN[2]), result["seen"]
+    assert any(approx(s[3]) == expect(LIN[1]) for s in result["seen"]), result["seen"]
+    after = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"]
+             for p in ready_pods(cluster, ns)}  # fmt: skip
+    assert after == before
+
+
+# --- 5. a new version directory is picked up by every pod ------------------------------------
+def test_new_version_dir_served_by_every_pod(cluster: Cluster, fleet: dict, models_root: Path):
+    ns = fleet["namespace"]
+    ip = service_ip(cluster, ns)
+    loop = Loop(cluster, ip, "ranker", "-")
+    try:
+        time.sleep(2)
+        staging = models_root / ".staging-ranker-2"
+        export_linear(staging, 2, a=RANKER[2][0], b=RANKER[2][1])
+        _world_readable(staging)
+        os.rename(staging / "2", models_root / "ranker" / "2")  # appears atomically
+
+        def every_pod_serves_v2() -> bool:
+            ips = [p["status"]["podIP"] for p in ready_pods(cluster, ns)]
+            return bool(ips) and all(
+                predict_once(cluster, pod_ip, "ranker")["grpc"]["version"] == 2 for pod_ip in ips
+            )
+
+        wait_for("every pod serving ranker v2", every_pod_serves_v2, timeout=120, interval=2)
+        time.sleep(2)
+    finally:
+        result = loop.finish()
+    assert result["failed"] == 0, result["errors"]
+    assert approx(result["seen"][-1][3]) == expect(RANKER[2]), result["seen"]
+
+
+# --- 8. kubectl scale -----------------------------------------------------------------------
+def test_kubectl_scale_two_running_pods(cluster: Cluster, fleet: dict):
+    ns = fleet["namespace"]
+    cluster.kubectl("scale", "tfm", NAME, "-n", ns, "--replicas=2")
+    wait_for("two Ready server pods", lambda: len(ready_pods(cluster, ns)) == 2, timeout=300)
+    deployment = cluster.get("deployment", NAME, "-n", ns)
+    assert deployment["spec"]["replicas"] == 2
+    assert all(p["status"]["phase"] == "Running" for p in ready_pods(cluster, ns))
+
+
+# --- 6. a rollout with a client looping: zero failed requests --------------------------------
+def test_rollout_zero_failed_requests(cluster: Cluster, fleet: dict):
+    ns = fleet["namespace"]
+    old = {p["metadata"]["uid"] for p in pods(cluster, ns)}
+    ip = service_ip(cluster, ns)
+    loop = Loop(cluster, ip, "lin", "stable")
+    try:
+        time.sleep(3)
+        cluster.kubectl(
+            "patch", "tfm", NAME, "-n", ns, "--type=merge",
+            "-p", json.dumps({"spec": {"resources": {
+                "requests": {"cpu": "150m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}
+            }}}),
+        )  # fmt: skip
+
+        def rolled() -> bool:
+            current = ready_pods(cluster, ns)
+            every = pods(cluster, ns)
+            return (
+                len(current) == 2
+                and len(every) == 2
+                and not ({p["metadata"]["uid"] for p in every} & old)
+                and all(
+                    p["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "150m"
+                    for p in current
+                )
+            )
+
+        wait_for("the rollout to replace both pods", rolled, timeout=420, interval=2)
+        time.sleep(3)
+    finally:
+        result = loop.finish()
+    assert result["ok"] > 50
+    assert result["failed"] == 0, result["errors"]
+
+
+# --- 8b. autoscaling: the HPA exists and its target resolves ---------------------------------
+def test_autoscaling_hpa_target_resolves(cluster: Cluster, fleet: dict):
+    ns = fleet["namespace"]
+    cluster.kubectl(
+        "patch", "tfm", NAME, "-n", ns, "--type=merge",
+        "-p", json.dumps({"spec": {"autoscaling": {
+            "minReplicas": 2, "maxReplicas": 3, "targetCPUUtilizationPercentage": 80
+        }}}),
+    )  # fmt: skip
+
+    def able_to_scale() -> dict | None:
+        hpa = cluster.get("hpa", NAME, "-n", ns)
+        conditions = {c["type"]: c for c in (hpa.get("status") or {}).get("conditions") or []}
+        able = conditions.get("AbleToScale")
+        return hpa if able and able["status"] == "True" else None
+
+    hpa = wait_for("HPA AbleToScale", able_to_scale, timeout=120, interval=2)
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": NAME,
+    }
+    owners = hpa["metadata"].get("ownerReferences") or []
+    assert any(o["kind"] == "TFModel" and o["name"] == NAME for o in owners)
+
+
+# --- 7. kubectl delete tfm: the garbage collector removes every child ------------------------
+def test_delete_tfmodel_garbage_collects_children(cluster: Cluster, fleet: dict):
+    ns = fleet["namespace"]
+    kinds = "deployment,replicaset,pod,service,configmap,hpa,pdb"
+    selector = f"app.kubernetes.io/instance={NAME}"
+    before = cluster.get(kinds, "-n", ns, "-l", selector)["items"]
+    assert {o["kind"] for o in before} >= {"Deployment", "ReplicaSet", "Pod", "Service"}
+    cluster.kubectl("delete", "tfm", NAME, "-n", ns, "--wait=true", "--timeout=120s")
+
+    def gone() -> bool:
+        left = cluster.get(kinds, "-n", ns)["items"]
+        left = [o for o in left if not o["metadata"]["name"].startswith("kube-root-ca")]
+        return not left
+
+    wait_for("every child of the TFModel gone", gone, timeout=180, interval=2)
