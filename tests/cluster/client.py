@@ -74,7 +74,9 @@ def once(host: str, grpc_port: int, rest_port: int, model: str, label: str | Non
     print(json.dumps({"grpc": {"version": grpc_version, "y": grpc_y}, "rest": {"y": rest_y}}))
 
 
-def loop(host: str, grpc_port: int, rest_port: int, model: str, label: str, stop: Path, max_s):
+def loop(
+    host: str, grpc_port: int, rest_port: int, model: str, label: str | None, stop: Path, max_s
+):
     ok = failed = 0
     errors: list[str] = []
     seen: list[tuple[float, str, int | None, list]] = []  # changes only
@@ -115,7 +117,15 @@ def main() -> None:
         once(host, int(grpc_port), int(rest_port), model, label, version)
     elif mode == "loop":
         label, stop_file, max_s = rest
-        loop(host, int(grpc_port), int(rest_port), model, label, Path(stop_file), float(max_s))
+        loop(
+            host,
+            int(grpc_port),
+            int(rest_port),
+            model,
+            None if label == "-" else label,
+            Path(stop_file),
+            float(max_s),
+        )
     else:
         sys.exit(f"unknown mode {mode}")
 

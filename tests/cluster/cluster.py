@@ -451,9 +451,27 @@ state = "{state}"
         listener.close()
         (self.data_dir / "api-port").write_text(str(self._api_host_port))
 
+    @property
+    def cgroup_root(self) -> str:
+        """The kubelet's cgroupRoot: pods live under /<netns>/kubepods in each hierarchy, so
+        two clusters on one machine (or another kubelet) never see each other's pods."""
+        return f"/{self.netns}"
+
+    def _make_cgroup_root(self) -> None:
+        base = Path("/sys/fs/cgroup")
+        for hierarchy in sorted(base.iterdir()):
+            if not hierarchy.is_dir() or hierarchy.is_symlink():
+                continue
+            path = hierarchy / self.netns
+            path.mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):  # empty in a new cpuset cgroup
+                if (hierarchy / name).exists():
+                    (path / name).write_text((hierarchy / name).read_text())
+
     def _node(self) -> None:
         kubelet_dir = self.data_dir / "kubelet"
         kubelet_dir.mkdir()
+        self._make_cgroup_root()
         config = self.data_dir / "kubelet.yaml"
         config.write_text(
             json.dumps(
@@ -461,6 +479,7 @@ state = "{state}"
                     "apiVersion": "kubelet.config.k8s.io/v1beta1",
                     "kind": "KubeletConfiguration",
                     "cgroupDriver": "cgroupfs",
+                    "cgroupRoot": self.cgroup_root,
                     "failCgroupV1": False,
                     "failSwapOn": False,
                     "containerRuntimeEndpoint": f"unix://{self.containerd_sock}",
@@ -635,22 +654,27 @@ state = "{state}"
             for point in sorted(mounts, key=len, reverse=True):
                 _run(["umount", "-l", point], check=False)
 
-    @staticmethod
-    def _remove_cgroups() -> None:
+    def _remove_cgroups(self) -> None:
+        """This cluster's cgroup subtree, depth first (rmdir works once a cgroup is empty)."""
         base = Path("/sys/fs/cgroup")
         for hierarchy in base.iterdir():
-            for top in ("kubepods", "kubepods.slice", "k8s.io"):
-                root = hierarchy / top
-                if not root.is_dir():
-                    continue
-                dirs = sorted(
-                    (p for p in root.rglob("*") if p.is_dir()),
-                    key=lambda p: len(p.parts),
-                    reverse=True,
-                )
-                for d in [*dirs, root]:
-                    with contextlib.suppress(OSError):
+            root = hierarchy / self.netns
+            if not root.is_dir():
+                continue
+            dirs = sorted(
+                (p for p in root.rglob("*") if p.is_dir()),
+                key=lambda p: len(p.parts),
+                reverse=True,
+            )
+            for d in [*dirs, root]:
+                for _ in range(20):
+                    try:
                         d.rmdir()
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.1)  # tasks still exiting
 
 
 def start(data_dir: Path | None = None) -> Cluster:
