@@ -79,7 +79,13 @@ def cache_dir() -> Path:
 
 
 def log(msg: str) -> None:
-    print(f"[cluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    """To stderr and to <cache>/logs/cluster.log (pytest captures stderr; timings stay)."""
+    line = f"[cluster {time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+    print(line, file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        (cache_dir() / "logs").mkdir(parents=True, exist_ok=True)
+        with (cache_dir() / "logs" / "cluster.log").open("a") as out:
+            out.write(line + "\n")
 
 
 def _run(cmd: list[str], timeout: float = 120, check: bool = True, **kw) -> str:

@@ -15,7 +15,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${TFMODEL_CACHE:-$HOME/.cache/tfmodel}"
 IMAGES="$CACHE/images"
-STORAGE=(--root "$CACHE/containers/storage" --runroot "/run/tfmodel-buildah" --storage-driver overlay)
+# buildah's storage lives in the cache; its run root (locks, mount state) is per cache.
+RUNROOT="/run/tfmodel-buildah-$(echo "$CACHE" | sha256sum | cut -c1-8)"
+STORAGE=(--root "$CACHE/containers/storage" --runroot "$RUNROOT" --storage-driver overlay)
 SUITE="bookworm"
 mkdir -p "$IMAGES"
 
