@@ -65,7 +65,6 @@ def down(data_dir: Path) -> None:
         images={},
         containerd_sock=data_dir / "containerd" / "containerd.sock",
     )
-    cluster.netns_before = set()
     cluster.stop()
 
 

@@ -20,6 +20,7 @@ By hand:  sudo .venv/bin/python -m tests.cluster up      (prints how to use kube
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -159,7 +160,7 @@ class Cluster:
     images: dict[str, str]  # pause / server / operator -> local image reference
     containerd_sock: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    netns_before: set[str] = field(default_factory=set)
+    _pod_netns: set[str] = field(default_factory=set)
 
     # --- running things -----------------------------------------------------------------------
     @property
@@ -269,7 +270,6 @@ class Cluster:
         log(f"cluster up in {time.monotonic() - t0:.0f} s (data {self.data_dir})")
 
     def _network(self) -> None:
-        self.netns_before = set(os.listdir("/run/netns")) if Path("/run/netns").exists() else set()
         _run(["ip", "netns", "add", self.netns])
         ns = ["ip", "-n", self.netns]
         _run([*ns, "link", "set", "lo", "up"])
@@ -308,6 +308,17 @@ class Cluster:
     def _containerd(self) -> None:
         root = cache_dir() / "containerd" / "root"  # images stay imported between runs
         root.mkdir(parents=True, exist_ok=True)
+        # One containerd per root: a second cluster on this machine (another session, CI)
+        # gets a root of its own in its data dir and imports the images again.
+        self._root_lock = (cache_dir() / "containerd" / "root.lock").open("w")
+        try:
+            fcntl.flock(self._root_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._root_lock.close()
+            root = self.data_dir / "containerd" / "root"
+            root.mkdir(parents=True)
+            log(f"the cached containerd root is in use: using {root}")
+        self._containerd_root = root
         state = self.data_dir / "containerd" / "state"
         state.mkdir(parents=True)
         config = self.data_dir / "containerd" / "config.toml"
@@ -596,6 +607,13 @@ state = "{state}"
                 f"--image-endpoint=unix://{self.containerd_sock}",
                 "--timeout=60s",
             ]
+            # This cluster's pod network namespaces, in case removing a sandbox fails.
+            with contextlib.suppress(Exception):
+                for pod_id in _run([*crictl, "pods", "-q"], check=False).split():
+                    info = json.loads(_run([*crictl, "inspectp", pod_id], check=False))
+                    for ns in info["info"]["runtimeSpec"]["linux"]["namespaces"]:
+                        if ns.get("type") == "network" and ns.get("path"):
+                            self._pod_netns.add(Path(ns["path"]).name)
             # Stop and remove every pod sandbox (runs CNI DEL, kills the containers).
             with contextlib.suppress(Exception):
                 _run([*crictl, "rmp", "--force", "--all"], timeout=180, check=False)
@@ -607,11 +625,15 @@ state = "{state}"
         for name in list(self.procs):
             self._stop_proc(name)
         self._unmount_under(self.data_dir)
-        self._unmount_under(cache_dir() / "containerd")
+        root = getattr(self, "_containerd_root", None)
+        if root is not None and not str(root).startswith(str(self.data_dir)):
+            self._unmount_under(root)  # only the root this cluster held the lock on
+        lock = getattr(self, "_root_lock", None)
+        if lock is not None and not lock.closed:
+            lock.close()
         self._remove_cgroups()
-        for entry in set(os.listdir("/run/netns")) - self.netns_before - {self.netns}:
-            if entry.startswith("cni-"):
-                _run(["ip", "netns", "del", entry], check=False)
+        for entry in self._pod_netns & set(os.listdir("/run/netns")):
+            _run(["ip", "netns", "del", entry], check=False)
         _run(["ip", "netns", "del", self.netns], check=False)
         with contextlib.suppress(OSError):
             Path("/run/containerd/s").rmdir()  # the shims' socket folder, if empty
