@@ -4,6 +4,7 @@
       one gRPC Predict (official tensorflow_serving stubs) and one REST predict; prints JSON.
   python tests/cluster/client.py loop HOST GRPC_PORT REST_PORT MODEL LABEL STOP_FILE MAX_S
       alternates gRPC and REST requests by label until STOP_FILE exists (or MAX_S passes);
+      creates STOP_FILE.ready after its first answer;
       prints JSON: counts, failures (with the first errors) and versions seen over time.
 
 The inputs are x = [1.0, 2.0]; the served models are y = a*x + b (tests/server/savedmodels).
@@ -77,6 +78,7 @@ def once(host: str, grpc_port: int, rest_port: int, model: str, label: str | Non
 def loop(
     host: str, grpc_port: int, rest_port: int, model: str, label: str | None, stop: Path, max_s
 ):
+    ready = Path(f"{stop}.ready")
     ok = failed = 0
     errors: list[str] = []
     seen: list[tuple[float, str, int | None, list]] = []  # changes only
@@ -96,6 +98,8 @@ def loop(
             else:
                 version, y = rest_predict(host, rest_port, model, label, None)
             ok += 1
+            if ok == 1:
+                ready.touch()  # the test waits for this before it changes anything
             key = (kind, version, tuple(round(v, 4) for v in y))
             if key != last_key:
                 seen.append((round(time.monotonic() - start, 2), kind, version, y))

@@ -165,6 +165,15 @@ class Loop:
             CLIENT, "loop", host, "8500", "8501", model, label, str(self.stop_file), str(max_s),
             stdout=self.handle,
         )  # fmt: skip
+        ready = Path(f"{self.stop_file}.ready")
+        deadline = time.monotonic() + 180  # importing TensorFlow on a loaded machine is slow
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop_file.touch()
+                self.proc.wait(timeout=60)
+                self.handle.close()
+                raise AssertionError(f"the looping client never answered: {self.out.read_text()}")
+            time.sleep(0.2)
 
     def finish(self) -> dict:
         self.stop_file.touch()
