@@ -80,6 +80,7 @@ def loop(
 ):
     ready = Path(f"{stop}.ready")
     ok = failed = 0
+    failed_by_kind: dict[str, int] = {}
     errors: list[str] = []
     seen: list[tuple[float, str, int | None, list]] = []  # changes only
     last_key = None
@@ -106,11 +107,22 @@ def loop(
                 last_key = key
         except (grpc.RpcError, urllib.error.URLError, OSError, KeyError, ValueError) as exc:
             failed += 1
+            failed_by_kind[kind] = failed_by_kind.get(kind, 0) + 1
             if len(errors) < 20:
                 errors.append(f"{time.monotonic() - start:.2f}s {kind}: {exc!r}"[:500])
         time.sleep(0.02)
     channel.close()
-    print(json.dumps({"ok": ok, "failed": failed, "errors": errors, "seen": seen}))
+    print(
+        json.dumps(
+            {
+                "ok": ok,
+                "failed": failed,
+                "failed_by_kind": failed_by_kind,
+                "errors": errors,
+                "seen": seen,
+            }
+        )
+    )
 
 
 def main() -> None:
