@@ -375,6 +375,11 @@ state = "{state}"
             if ref not in set(_run(self.ctr("images", "ls", "-q")).split()):
                 raise ClusterError(f"{archive} imported, but no image {ref} in containerd")
             log(f"imported {name} image {ref} in {time.monotonic() - start:.0f} s")
+            # Older builds of the same image only take space (containerd GCs their content).
+            repo = ref.rsplit(":", 1)[0]
+            stale = [r for r in present if r.rsplit(":", 1)[0] == repo and r != ref]
+            if stale:
+                _run(self.ctr("images", "rm", *stale), check=False)
 
     def _control_plane(self, apiserver: Path) -> None:
         api_dir = self.data_dir / "api"

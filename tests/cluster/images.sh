@@ -130,8 +130,11 @@ build_one() {
     fi
     bh push --quiet "$ref" "oci-archive:$archive.tmp:$ref" >&2
     mv "$archive.tmp" "$archive"
-    # Older archives of this image are stale.
+    # Older archives and tags of this image are stale (each holds a GB-sized final layer).
+    # Untagged intermediate images stay: they are the layer cache (the dependency layer).
     find "$IMAGES" -maxdepth 1 -name "$name-*.oci.tar" -not -name "$name-$hash.oci.tar" -delete
+    bh images --format '{{.Name}}:{{.Tag}}' 2>/dev/null |
+      grep "^localhost/tfmodel-$name:" | grep -v ":$hash\$" | xargs -r buildah "${STORAGE[@]}" rmi >/dev/null 2>&1 || true
   fi
   echo "$name $ref $archive"
 }
