@@ -15,6 +15,7 @@ from .model_config import render_batching_config
 from .spec import TFModelSpec
 
 SERVER_UID = 1000
+PRESTOP_SLEEP_SECONDS = 5
 
 # SIGTERM: the server keeps serving with /readyz 503 for SHUTDOWN_READINESS_DELAY
 # (endpoint removal reaches kube-proxy, ingresses and headless-Service DNS in a
@@ -88,6 +89,9 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             {"name": "http", "containerPort": names.REST_CONTAINER_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": _probe("/readyz", 5, 3),
+        # Keep serving while the endpoint removal reaches every kube-proxy / load balancer:
+        # SIGTERM (and the drain that closes the listeners) comes only after this sleep.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "livenessProbe": _probe("/healthz", 10, 6),
         "volumeMounts": [
             {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},

@@ -44,6 +44,8 @@ func run() error {
 	etcdClientPort := flag.Int("etcd-client-port", 0, "etcd client port on 127.0.0.1 (0 = pick a free one)")
 	etcdPeerPort := flag.Int("etcd-peer-port", 0, "etcd peer port on 127.0.0.1 (0 = pick a free one)")
 	printVersion := flag.Bool("version", false, "print the Kubernetes version and exit")
+	saAdmission := flag.Bool("service-account-admission", false,
+		"keep the ServiceAccount admission plugin (for a cluster whose controller-manager creates the default ServiceAccounts)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: %s --data-dir DIR [flags] [-- extra kube-apiserver flags]\n", os.Args[0])
 		flag.PrintDefaults()
@@ -104,13 +106,15 @@ func run() error {
 		"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
 		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/16",
-		// No controller-manager runs: the ServiceAccount admission plugin would
-		// reject every pod whose namespace has no "default" ServiceAccount yet.
-		"--disable-admission-plugins=ServiceAccount",
 		// The endpoint reconciler rejects loopback addresses; nothing needs it here.
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
+	}
+	if !*saAdmission {
+		// No controller-manager runs: the ServiceAccount admission plugin would
+		// reject every pod whose namespace has no "default" ServiceAccount yet.
+		args = append(args, "--disable-admission-plugins=ServiceAccount")
 	}
 	args = append(args, flag.Args()...)
 

@@ -1,0 +1,33 @@
+"""The `cluster` tests: one real single-node Kubernetes cluster per session (tests/cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.cluster import Cluster, ClusterError, start
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, not in pyproject.toml: pyproject is the images' dependency layer key.
+    config.addinivalue_line(
+        "markers", "cluster: runs on the real single-node Kubernetes cluster (root, containerd)"
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """kube-apiserver+etcd, controller-manager, scheduler, kubelet on containerd, kube-proxy.
+
+    Fails (never skips) when the cluster cannot be built or started: select the other tests
+    with `-m "not cluster"` on a machine that cannot run it.
+    """
+    try:
+        running = start()
+    except ClusterError as exc:
+        pytest.fail(f"cannot start the test cluster: {exc}", pytrace=False)
+    try:
+        yield running
+    finally:
+        running.stop()

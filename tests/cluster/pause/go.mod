@@ -1,0 +1,3 @@
+module tfmodel.test/pause
+
+go 1.24.0
