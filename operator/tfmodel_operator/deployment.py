@@ -15,13 +15,13 @@ from .model_config import render_batching_config
 from .spec import TFModelSpec
 
 SERVER_UID = 1000
-PRESTOP_SLEEP_SECONDS = 5
 
 # SIGTERM: the server keeps serving with /readyz 503 for SHUTDOWN_READINESS_DELAY
 # (endpoint removal reaches kube-proxy, ingresses and headless-Service DNS in a
 # few seconds), then drains for at most DRAIN_TIMEOUT and exits within 2 s of it
 # (the server's exit deadline). The grace period covers all three plus slack, so
-# the kubelet never SIGKILLs a draining pod.
+# the kubelet never SIGKILLs a draining pod. No preStop sleep: it would spend grace
+# time while /readyz still says 200 and keep-alive clients stay on the pod.
 SHUTDOWN_READINESS_DELAY_SECONDS = 10
 DRAIN_TIMEOUT_SECONDS = 30
 TERMINATION_GRACE_PERIOD_SECONDS = SHUTDOWN_READINESS_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5
@@ -91,7 +91,6 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
         "readinessProbe": _probe("/readyz", 5, 3),
         # Keep serving while the endpoint removal reaches every kube-proxy / load balancer:
         # SIGTERM (and the drain that closes the listeners) comes only after this sleep.
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "livenessProbe": _probe("/healthz", 10, 6),
         "volumeMounts": [
             {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},

@@ -373,13 +373,13 @@ def test_rollout_zero_failed_requests(cluster: Cluster, fleet: dict):
         result = loop.finish()
     assert result["ok"] > 50
     by_kind = result["failed_by_kind"]
-    # REST (a connection per request) must never fail: endpoint removal + preStop work.
+    # REST (a connection per request) must never fail: endpoint removal + readiness delay.
     assert not by_kind.get("rest"), result["errors"]
     if by_kind.get("grpc") and all("CANCELLED" in e for e in result["errors"]):
         # Known server defect (issue 7 notes): a gRPC call that reaches a pod on its pinned
         # connection at the instant SIGTERM's drain starts grpc.aio's shutdown is CANCELLED
-        # (about 1 call in 1 of 6 rollouts here). The preStop sleep cannot help: the
-        # connection stays on the old pod until the server sends GOAWAY.
+        # (grpc/grpc#41785). The readiness delay cannot help: the connection stays on the
+        # old pod until the server sends GOAWAY.
         pytest.xfail(f"gRPC call cancelled by the server's shutdown: {result['errors']}")
     assert result["failed"] == 0, result["errors"]
 
