@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -57,12 +57,7 @@ class RestState:
     """What the REST layer reads from the server besides the service."""
 
     draining: bool = False
-    in_flight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
     config_status: dict = field(default_factory=lambda: {"ok": True, "error": "", "source": ""})
-
-    def __post_init__(self) -> None:
-        self.idle.set()
 
 
 def _json_response(payload: bytes | dict, status: int = 200) -> web.Response:
@@ -225,23 +220,6 @@ class RestHandlers:
         return _json_response({"error": f"Not found: {request.method} {request.path}"}, 404)
 
 
-def _in_flight_middleware(state: RestState) -> Callable:
-    @web.middleware
-    async def track(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        state.in_flight += 1
-        state.idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            state.in_flight -= 1
-            if state.in_flight == 0:
-                state.idle.set()
-
-    return track
-
-
 def build_app(
     service: InferenceService,
     state: RestState,
@@ -256,7 +234,7 @@ def build_app(
     # cap: JSON text is never smaller than the tensors it holds, and parsing it costs a
     # multiple of its size (bench/rest_decode_memory.py).
     app = web.Application(
-        middlewares=[*(middlewares or []), _in_flight_middleware(state)],
+        middlewares=list(middlewares or []),
         client_max_size=service.max_request_decoded_bytes,
     )
     app.router.add_get("/healthz", handlers.healthz)
