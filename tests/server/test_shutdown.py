@@ -163,7 +163,14 @@ def test_sigterm_under_load_fails_no_in_flight_request(slow_model: Path) -> None
         # connect time, after the listener closed.
         failed = [c for c in load.calls if not c.ok]
         assert all(c.start >= sigterm_at + delay - 0.2 for c in failed), failed
-        assert {c.detail for c in failed} <= {"UNAVAILABLE", "ConnectionError"}, failed
+        stop_at = sigterm_at + delay
+        # grpc.aio's server.stop() cancels a call that arrives on a kept-alive
+        # connection in the instant shutdown begins (grpc/grpc#41785): CANCELLED,
+        # never later than that instant; afterwards the port is closed.
+        refused = [c for c in failed if not (c.detail == "CANCELLED" and c.kind == "grpc")]
+        raced = [c for c in failed if c not in refused]
+        assert all(c.start <= stop_at + 0.5 for c in raced), raced
+        assert {c.detail for c in refused} <= {"UNAVAILABLE", "ConnectionError"}, failed
 
         # The probe saw 200, then 503 for the delay, then a closed port.
         statuses = [s for _, s in probes]
