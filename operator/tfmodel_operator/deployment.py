@@ -25,6 +25,13 @@ SERVER_UID = 1000
 SHUTDOWN_READINESS_DELAY_SECONDS = 10
 DRAIN_TIMEOUT_SECONDS = 30
 TERMINATION_GRACE_PERIOD_SECONDS = SHUTDOWN_READINESS_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5
+# gRPC clients keep one connection for ever. A graceful GOAWAY every few seconds makes
+# them reconnect to a pod that is still in the endpoints during the readiness delay,
+# so no call reaches a pod at its stop instant (grpc.aio answers a call racing stop()
+# with CANCELLED, grpc/grpc#41785), and new replicas get connections after a scale-up.
+# The grace lets calls on the old connection finish.
+GRPC_MAX_CONNECTION_AGE_MS = 3000
+GRPC_MAX_CONNECTION_AGE_GRACE_MS = 30000
 
 
 def server_args(spec: TFModelSpec) -> list[str]:
@@ -42,6 +49,9 @@ def server_args(spec: TFModelSpec) -> list[str]:
         "--listen_before_models_load",
         f"--shutdown_readiness_delay_seconds={SHUTDOWN_READINESS_DELAY_SECONDS}",
         f"--drain_timeout_seconds={DRAIN_TIMEOUT_SECONDS}",
+        "--grpc_channel_arguments="
+        f"grpc.max_connection_age_ms={GRPC_MAX_CONNECTION_AGE_MS},"
+        f"grpc.max_connection_age_grace_ms={GRPC_MAX_CONNECTION_AGE_GRACE_MS}",
     ]
     if spec.batching is not None:
         args += [

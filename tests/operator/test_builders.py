@@ -164,6 +164,7 @@ def test_deployment_mounts_config_directory_and_passes_flags():
         "--listen_before_models_load",
         "--shutdown_readiness_delay_seconds=10",
         "--drain_timeout_seconds=30",
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=3000,grpc.max_connection_age_grace_ms=30000",
         # Pods start with labels in models.config (see the CRD field's description).
         "--allow_version_labels_for_unavailable_models",
     ]

@@ -253,3 +253,43 @@ def test_exit_deadline_ends_a_process_that_does_not_finish() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
     assert done.returncode == 1
     assert time.monotonic() - start < 10
+
+
+def _client_ports(server_port: int) -> set[int]:
+    """Peer ports of the established TCP connections to `server_port` (from /proc/net)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, remote, state = line.split()[1:4]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == server_port:
+                ports.add(int(remote.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_connection_age_cycles_grpc_connections_without_failing_a_call(slow_model: Path) -> None:
+    """The operator's gRPC channel arguments: each connection gets a graceful GOAWAY after
+    about a second here, so clients reconnect (in Kubernetes: to a pod still among the
+    endpoints) well before a terminating pod's drain; the cycling itself costs no call."""
+    server = _server(
+        slow_model,
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=1000,"
+        "grpc.max_connection_age_grace_ms=30000",
+    )
+    seen: set[int] = set()
+    try:
+        with Load(server, grpc_clients=4, rest_clients=0) as load:
+            until = time.monotonic() + 6.0
+            while time.monotonic() < until:
+                seen |= _client_ports(server.grpc_port)
+                time.sleep(0.1)
+    finally:
+        server.stop()
+    # The 4 channels share one connection (grpc's global subchannel pool): without the
+    # argument one client port for the whole run, with it one per ~1 s lifetime.
+    assert len(seen) >= 4, seen
+    assert len(load.calls) > 20
+    assert [c for c in load.calls if not c.ok] == []
