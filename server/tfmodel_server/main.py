@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from tfmodel_server.flags import STARTUP_FAILURE_EXIT_CODE, ServerOptions, parse_args
@@ -32,7 +32,8 @@ def run_one(options: ServerOptions) -> int:
 
     try:
         extensions = build_extensions(options)
-        code = asyncio.run(serve(options, extensions))
+        with asyncio.Runner(loop_factory=_loop_factory(options.event_loop)) as runner:
+            code = runner.run(serve(options, extensions))
     except StartupError as e:
         # main.cc: "Failed to start server. Error: STATUS" on stdout, exit 255.
         logging.getLogger("tfmodel_server").error("%s", e)
@@ -40,6 +41,15 @@ def run_one(options: ServerOptions) -> int:
         print(f"tfmodel-server: error: {e}", file=sys.stderr)
         return STARTUP_FAILURE_EXIT_CODE
     _exit_now(code)
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """asyncio's default loop, or uvloop's (libuv: less CPU per request on both surfaces)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 def _exit_now(code: int) -> NoReturn:

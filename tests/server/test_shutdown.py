@@ -129,12 +129,14 @@ def _probe_readiness(server: ServerProcess, until: threading.Event, seen: list) 
         time.sleep(0.05)
 
 
-def test_sigterm_under_load_fails_no_in_flight_request(slow_model: Path) -> None:
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_sigterm_under_load_fails_no_in_flight_request(slow_model: Path, event_loop: str) -> None:
     delay, drain = 2.0, 10.0
     server = _server(
         slow_model,
         f"--shutdown_readiness_delay_seconds={delay}",
         f"--drain_timeout_seconds={drain}",
+        f"--event_loop={event_loop}",
     )
     try:
         probes: list[tuple[float, int | str]] = []
