@@ -12,18 +12,16 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
-import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tfmodel_operator import names
 
 from tests.operator.kube import KubeCluster
-from tests.operator.operator_proc import Objects, OperatorProcess, install_chart, wait_for
+from tests.operator.operator_proc import Objects, OperatorProcess, wait_for
 from tests.server.savedmodels import export_linear
 from tests.server.serverproc import ServerProcess
 
@@ -108,15 +106,6 @@ def predict_version(stub, label: str) -> int:
     request.model_spec.version_label = label
     request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
     return stub.Predict(request, timeout=10).model_spec.version.value
-
-
-@pytest.fixture(scope="module")
-def operator(kube: KubeCluster) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(install_chart(kube)).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def test_label_flip_reaches_a_real_server_without_failures(

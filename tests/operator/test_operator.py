@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,31 +21,11 @@ from tests.operator.operator_proc import (
     STATUS_INTERVAL,
     Objects,
     OperatorProcess,
-    install_chart,
     wait_for,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-
-
-@pytest.fixture(scope="module")
-def operator(kube: KubeCluster) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(install_chart(kube)).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        log = proc.log()
-        assert "Forbidden" not in log and " 403" not in log, log[-4000:]
-
-
-@pytest.fixture
-def objs(kube: KubeCluster, namespace: str, operator: OperatorProcess) -> Iterator[Objects]:
-    objects = Objects(kube, namespace)
-    yield objects
-    # Keep the operator's timer load small for later tests.
-    kube.kubectl("delete", "tfm", "--all", "-n", namespace, "--wait=false", check=False)
 
 
 def example(name: str) -> dict:

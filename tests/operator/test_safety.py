@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
-import pytest
 
 from tests.operator.kube import KubeCluster
 from tests.operator.operator_proc import (
@@ -27,24 +25,6 @@ from tests.operator.operator_proc import (
 )
 
 HANDOVER_MANAGER = "tfmodel-operator-handover"
-
-
-@pytest.fixture(scope="module")
-def operator(kube: KubeCluster) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(install_chart(kube)).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        log = proc.log()
-        assert "Forbidden" not in log and " 403" not in log, log[-4000:]
-
-
-@pytest.fixture
-def objs(kube: KubeCluster, namespace: str, operator: OperatorProcess) -> Iterator[Objects]:
-    objects = Objects(kube, namespace)
-    yield objects
-    kube.kubectl("delete", "tfm", "--all", "-n", namespace, "--wait=false", check=False)
 
 
 def tfmodel(name: str, **spec: Any) -> dict[str, Any]:
