@@ -23,6 +23,14 @@ def _loadavg(m: dict) -> str:
     return " / ".join(f"{x:.2f}" for x in la)
 
 
+def _busy(m: dict) -> str:
+    """The server and its load generator alone keep about 2 runnable; more is other work."""
+    la = m.get("loadavg_at_end") or [m.get("loadavg_1m_at_end", float("nan"))]
+    if la and not math.isnan(la[-1]) and la[-1] <= (m.get("cores") or 2) + 0.5:
+        return "no other work on the machine"
+    return "the machine was shared, so absolute numbers are noisy"
+
+
 def _levels(data: dict) -> list[int]:
     return sorted({r["concurrency"] for r in data["results"]})
 
@@ -379,8 +387,8 @@ def write(data: dict, out: Path) -> None:
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, no GPU; Python {m['python']}, TensorFlow {m['tensorflow']};"
         f" tfmodel commit `{m['commit']}`; {m['date']}; whole run {data['elapsed_s']:.0f} s;"
-        f" load average at the end {_loadavg(m)} (1/5/15 min): the machine was shared, so absolute"
-        " numbers are noisy; the ratios compare targets measured side by side in this one run.",
+        f" load average at the end {_loadavg(m)} (1/5/15 min; {_busy(m)}); the ratios compare"
+        " targets measured side by side in this one run.",
         "- Model: the demo's softmax classifier (`tfmodel-demo export`, 64 -> 10), signature `predict_images`.",
         "- Request stream: the same batch-1 request (one held-out digit) for every target; gRPC `PredictRequest`",
         '  with `tensor_content`, REST/naive `{"signature_name": "predict_images", "instances": [[64 floats]]}`.',
