@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -279,6 +280,10 @@ def down() -> int:
     return 0
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
     parser.add_argument("command", nargs="?", choices=["run", "down"], default="run")
@@ -290,6 +295,9 @@ def main() -> int:
         default=Path(os.environ.get("TFMODEL_DEMO_DIR", "/var/tmp/tfmodel-demo")),
     )
     args = parser.parse_args()
+    # SIGTERM / SIGHUP (a closed terminal) tear the cluster down like Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         if args.command == "down":
             preflight.check_root()
