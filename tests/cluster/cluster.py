@@ -639,22 +639,7 @@ state = "{state}"
         t0 = time.monotonic()
         self._stop_proc("kubelet")
         if self.procs.get("containerd") and self.procs["containerd"].poll() is None:
-            crictl = [
-                str(self.node_bin / "crictl"),
-                f"--runtime-endpoint=unix://{self.containerd_sock}",
-                f"--image-endpoint=unix://{self.containerd_sock}",
-                "--timeout=60s",
-            ]
-            # This cluster's pod network namespaces, in case removing a sandbox fails.
-            with contextlib.suppress(Exception):
-                for pod_id in _run([*crictl, "pods", "-q"], check=False).split():
-                    info = json.loads(_run([*crictl, "inspectp", pod_id], check=False))
-                    for ns in info["info"]["runtimeSpec"]["linux"]["namespaces"]:
-                        if ns.get("type") == "network" and ns.get("path"):
-                            self._pod_netns.add(Path(ns["path"]).name)
-            # Stop and remove every pod sandbox (runs CNI DEL, kills the containers).
-            with contextlib.suppress(Exception):
-                _run([*crictl, "rmp", "--force", "--all"], timeout=180, check=False)
+            self.remove_pods()
         for name in ("kube-proxy", "kube-scheduler", "kube-controller-manager", "containerd"):
             self._stop_proc(name)
         self._kill_shims()
@@ -680,6 +665,24 @@ state = "{state}"
         else:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         log(f"cluster stopped in {time.monotonic() - t0:.0f} s")
+
+    def remove_pods(self) -> None:
+        """Stop and remove every pod sandbox through the (running) containerd: CNI DEL, the
+        containers killed; their network namespaces are noted for stop() in case it fails."""
+        crictl = [
+            str(self.node_bin / "crictl"),
+            f"--runtime-endpoint=unix://{self.containerd_sock}",
+            f"--image-endpoint=unix://{self.containerd_sock}",
+            "--timeout=60s",
+        ]
+        with contextlib.suppress(Exception):
+            for pod_id in _run([*crictl, "pods", "-q"], check=False).split():
+                info = json.loads(_run([*crictl, "inspectp", pod_id], check=False))
+                for ns in info["info"]["runtimeSpec"]["linux"]["namespaces"]:
+                    if ns.get("type") == "network" and ns.get("path"):
+                        self._pod_netns.add(Path(ns["path"]).name)
+        with contextlib.suppress(Exception):
+            _run([*crictl, "rmp", "--force", "--all"], timeout=180, check=False)
 
     def _stop_proc(self, name: str, grace: float = 15) -> None:
         proc = self.procs.get(name)

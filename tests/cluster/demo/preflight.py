@@ -79,9 +79,9 @@ def check_port(port: int) -> None:
 def is_cold() -> bool:
     """True when the Kubernetes binaries or the images are not built on this machine yet."""
     cache = cache_dir()
-    node_bins = list(cache.glob("k8s-node-*/kubelet"))
+    binaries = list(cache.glob("k8s-node-*/kubelet")) and list(cache.glob("kube-apiserver-*"))
     images = {p.name.split("-", 1)[0] for p in (cache / "images").glob("*.oci.tar")}
-    return not node_bins or not {"pause", "server", "operator"} <= images
+    return not binaries or not {"pause", "server", "operator"} <= images
 
 
 def _existing_parent(path: Path) -> Path:
