@@ -75,17 +75,26 @@ class Out:
             self._progress_shown = False
 
 
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a (possibly large, growing) log file."""
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - 4096))
+            lines = log.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
 @contextlib.contextmanager
-def ticker(out: Out, what: str, interval: float = 1.0) -> Iterator[None]:
-    """A progress line with the elapsed time and the build scripts' latest line."""
+def ticker(out: Out, what: str, follow: Path | None = None) -> Iterator[None]:
+    """A progress line with the elapsed time (and the latest line of the `follow` log)."""
     done = threading.Event()
     start = time.monotonic()
 
     def run() -> None:
-        while not done.wait(interval):
-            last = ""
-            with contextlib.suppress(OSError, IndexError):
-                last = cluster_mod.build_log().read_text(errors="replace").splitlines()[-1]
+        while not done.wait(1.0):
+            last = _last_line(follow) if follow is not None else ""
             minutes, seconds = divmod(int(time.monotonic() - start), 60)
             out.progress(f"{what}: {minutes}:{seconds:02d} elapsed  {last[:90]}")
 
@@ -106,6 +115,7 @@ def run(keep: bool, api_port: int, workdir: Path) -> int:
     t_all = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path, png_path = workdir / "demo.log", workdir / "rollout.png"
+    png_path.unlink(missing_ok=True)  # "plot:" below names only this run's
     log_path.write_text(f"tfmodel demo {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     out = Out(log_path)
     cluster_mod.LOG_HOOK = out.log  # the cluster's own lines: log file only
@@ -131,7 +141,7 @@ def run(keep: bool, api_port: int, workdir: Path) -> int:
             "the server/operator images with buildah (about 25 min on 2 idle cores, up to an\n"
             f"hour on a loaded machine; once). Build log: {cluster_mod.build_log()}"
         )
-    with ticker(out, "building" if cold else "checking the caches"):
+    with ticker(out, "building" if cold else "checking the caches", cluster_mod.build_log()):
         built = cluster_mod.build_all()
     # Warm but slow: a change under server/, operator/ or README rebuilt the images.
     how = "built" if cold else ("rebuilt what changed" if time.monotonic() - t > 60 else "cached")
