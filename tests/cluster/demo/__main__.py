@@ -113,6 +113,7 @@ def _took(start: float) -> str:
 
 def run(keep: bool, api_port: int, workdir: Path) -> int:
     t_all = time.monotonic()
+    preflight.check_root()  # first: a non-root user cannot even write the root's log dir
     workdir.mkdir(parents=True, exist_ok=True)
     log_path, png_path = workdir / "demo.log", workdir / "rollout.png"
     png_path.unlink(missing_ok=True)  # "plot:" below names only this run's
@@ -124,7 +125,6 @@ def run(keep: bool, api_port: int, workdir: Path) -> int:
     summary: list[tuple[str, str]] = []
 
     t = out.step("check the machine")
-    preflight.check_root()
     cgroups = preflight.check_cgroups()
     cold = preflight.is_cold()
     if cold:
