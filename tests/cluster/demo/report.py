@@ -55,7 +55,7 @@ def plot(loop_result: dict[str, Any], path: Path, marks: dict[str, float]) -> Pa
     rows = per_second(loop_result)
     seconds = [s for s, _ in rows]
     versions = sorted({k for _, c in rows for k in c if k.isdigit()}, key=int)
-    fig, ax = plt.subplots(figsize=(7, 2.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 2.8), dpi=100)
     bottom = [0] * len(rows)
     colors = {"1": "#9e9e9e", "2": "#1f77b4"}
     for version in versions:
@@ -66,13 +66,15 @@ def plot(loop_result: dict[str, Any], path: Path, marks: dict[str, float]) -> Pa
     failed = [c.get("failed", 0) for _, c in rows]
     if any(failed):
         ax.bar(seconds, failed, bottom=bottom, width=1.0, color="red", label="failed", align="edge")
-    for label, at in marks.items():
+    top = ax.get_ylim()[1]
+    for i, (label, at) in enumerate(marks.items()):
         ax.axvline(at, color="black", linestyle=":", linewidth=1)
-        ax.text(at, ax.get_ylim()[1] * 0.95, f" {label}", fontsize=7, va="top")
+        # Staggered: marks a few seconds apart must not print over each other.
+        ax.text(at, top * (0.97 - 0.1 * (i % 3)), f" {label}", fontsize=7, va="top")
     ax.set_xlabel("seconds since the client started")
     ax.set_ylabel("gRPC answers / s")
     ax.set_title("Which version answered `stable` during the canary rollout", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
