@@ -1,10 +1,15 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   -- export a model, serve it, query it, hot-load v2 (the TF Serving tutorial)
+#   make demo   -- the operator, a TFModel's pods and a canary rollout on the embedded
+#                  single-node cluster (root; KEEP=1 leaves the cluster up, make demo-down
+#                  stops it)
 #   make test   -- lint + the whole test suite (what CI runs)
+# make demo-server: the server-only TF Serving tutorial walk-through (no cluster, no root).
 VENV ?= .venv
 PYTHON ?= python3
+KEEP ?=
+DEMO_API_PORT ?= 16443
 
-.PHONY: setup demo test lint bench bench-quick
+.PHONY: setup demo demo-down demo-server test lint bench bench-quick
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -14,6 +19,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	$(VENV)/bin/python -m tests.cluster.demo --api-port=$(DEMO_API_PORT) $(if $(filter-out 0,$(KEEP)),--keep)
+
+demo-down: setup
+	$(VENV)/bin/python -m tests.cluster.demo down
+
+demo-server: setup
 	$(VENV)/bin/tfmodel-demo walkthrough
 
 test: setup

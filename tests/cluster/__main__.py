@@ -7,12 +7,15 @@ cluster whose `up` was killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
-from tests.cluster.cluster import Cluster, start
+from tests.cluster.cluster import Cluster, cache_dir, start
 
 
 def up() -> None:
@@ -38,22 +41,29 @@ Ctrl-C tears it all down.""",
         cluster.stop()
 
 
-def down(data_dir: Path) -> None:
-    """Tear down a cluster left behind by a killed `up` (processes found by their data dir)."""
-    import os
-
-    needle = str(data_dir).encode()
+def _pids(match) -> list[int]:
+    out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if int(pid) != os.getpid() and match(pid):
+                out.append(int(pid))
         except OSError:
             continue
-        if needle in cmdline and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    return out
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def down(data_dir: Path) -> None:
+    """Tear down a cluster whose starter is gone (a killed `up`, `make demo KEEP=1`): its
+    processes are found by their data dir and by the node's network namespace."""
     netns = (data_dir / "netns").read_text().strip()
+    needle = str(data_dir).encode()
+    node_bins = sorted(cache_dir().glob("k8s-node-*/crictl"))
     cluster = Cluster(
         data_dir=data_dir,
         netns=netns,
@@ -61,10 +71,25 @@ def down(data_dir: Path) -> None:
         node_kubeconfig=data_dir / "api" / "admin.kubeconfig",
         kubectl_bin=Path("kubectl"),
         helm_bin=Path("helm"),
-        node_bin=Path("/nonexistent"),
+        node_bin=node_bins[-1].parent if node_bins else Path("/nonexistent"),
         images={},
         containerd_sock=data_dir / "containerd" / "containerd.sock",
     )
+
+    def cmdline(pid: str) -> bytes:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+    # The kubelet first (it would restart pods), then the pods through containerd (CNI DEL).
+    _kill(_pids(lambda pid: needle in cmdline(pid) and b"kubelet" in cmdline(pid)))
+    if cluster.containerd_sock.exists():
+        cluster.remove_pods()
+    _kill(_pids(lambda pid: needle in cmdline(pid)))
+    # What runs in the node's namespace without naming the data dir (the API forwarder).
+    ns_path = Path(f"/run/netns/{netns}")
+    if ns_path.exists():
+        inode = ns_path.stat().st_ino
+        _kill(_pids(lambda pid: os.stat(f"/proc/{pid}/ns/net").st_ino == inode))
+    time.sleep(1)  # SIGKILLed processes release their mounts
     cluster.stop()
 
 

@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,11 @@ class ClusterError(RuntimeError):
     """The test cluster could not be built or started."""
 
 
+# Where log() lines go besides <cache>/logs/cluster.log: stderr unless a caller (the demo,
+# which keeps its terminal for its own step lines) sets a hook.
+LOG_HOOK: Callable[[str], None] | None = None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TFMODEL_CACHE", Path.home() / ".cache" / "tfmodel"))
 
@@ -82,7 +88,10 @@ def cache_dir() -> Path:
 def log(msg: str) -> None:
     """To stderr and to <cache>/logs/cluster.log (pytest captures stderr; timings stay)."""
     line = f"[cluster {time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
-    print(line, file=sys.stderr, flush=True)
+    if LOG_HOOK is not None:
+        LOG_HOOK(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
     with contextlib.suppress(OSError):
         (cache_dir() / "logs").mkdir(parents=True, exist_ok=True)
         with (cache_dir() / "logs" / "cluster.log").open("a") as out:
@@ -101,20 +110,33 @@ def _run(cmd: list[str], timeout: float = 120, check: bool = True, **kw) -> str:
     return done.stdout
 
 
+def build_log() -> Path:
+    """The build scripts' stderr (their progress lines), appended across runs."""
+    return cache_dir() / "logs" / "build.log"
+
+
 def _script(path: Path, *args: str, timeout: float = 3600) -> list[str]:
     """Run one of the idempotent build scripts; its stdout lines are the result."""
     env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:{SYS_PATH}:/usr/local/go/bin"}
     start = time.monotonic()
-    done = subprocess.run(
-        ["bash", str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+    build_log().parent.mkdir(parents=True, exist_ok=True)
+    # stderr to a file, not a pipe: a long cold build's progress can be followed (the demo
+    # shows its last line) and nothing buffers in memory.
+    with build_log().open("a+") as err:
+        offset = err.tell()
+        done = subprocess.run(
+            ["bash", str(path), *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+        err.seek(offset)
+        stderr = err.read()
     if done.returncode != 0:
-        raise ClusterError(f"{path} failed (exit {done.returncode}):\n{done.stderr[-6000:]}")
+        raise ClusterError(f"{path} failed (exit {done.returncode}):\n{stderr[-6000:]}")
     took = time.monotonic() - start
     if took > 5:
         log(f"{path.relative_to(REPO_ROOT)} {' '.join(args)}: {took:.0f} s")
@@ -159,6 +181,7 @@ class Cluster:
     node_bin: Path
     images: dict[str, str]  # pause / server / operator -> local image reference
     containerd_sock: Path
+    api_host_port: int = 0  # the forwarder's port on the host's 127.0.0.1 (0: any free one)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     _pod_netns: set[str] = field(default_factory=set)
 
@@ -212,7 +235,9 @@ class Cluster:
             )
         return done
 
-    def _daemon(self, name: str, cmd: list[str], netns: bool = True) -> subprocess.Popen:
+    def _daemon(
+        self, name: str, cmd: list[str], netns: bool = True, pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.Popen:
         log_path = self.data_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PATH": f"{SYS_PATH}:{os.environ.get('PATH', '')}"}
@@ -226,6 +251,7 @@ class Cluster:
                 env=env,
                 cwd=self.data_dir,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         self.procs[name] = proc
         return proc
@@ -355,7 +381,10 @@ state = "{state}"
     conf_dir = "{self.data_dir}/cni/net.d"
 """
         )
-        self._daemon("containerd", ["containerd", "--config", str(config)])
+        # containerd inherits the root's lock: a cluster left running after its starter exits
+        # (`make demo KEEP=1`) still holds it, so no other cluster shares the root meanwhile.
+        fds = () if self._root_lock.closed else (self._root_lock.fileno(),)
+        self._daemon("containerd", ["containerd", "--config", str(config)], pass_fds=fds)
         self.wait(
             "containerd",
             lambda: _run(self.ctr("version"), check=False, timeout=10) and True,
@@ -449,7 +478,11 @@ state = "{state}"
     def _forward_api(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
+        try:
+            listener.bind(("127.0.0.1", self.api_host_port))
+        except OSError as exc:
+            listener.close()
+            raise ClusterError(f"cannot listen on 127.0.0.1:{self.api_host_port}: {exc}") from exc
         listener.listen(128)
         self._api_host_port = listener.getsockname()[1]
         fd = listener.fileno()
@@ -606,22 +639,7 @@ state = "{state}"
         t0 = time.monotonic()
         self._stop_proc("kubelet")
         if self.procs.get("containerd") and self.procs["containerd"].poll() is None:
-            crictl = [
-                str(self.node_bin / "crictl"),
-                f"--runtime-endpoint=unix://{self.containerd_sock}",
-                f"--image-endpoint=unix://{self.containerd_sock}",
-                "--timeout=60s",
-            ]
-            # This cluster's pod network namespaces, in case removing a sandbox fails.
-            with contextlib.suppress(Exception):
-                for pod_id in _run([*crictl, "pods", "-q"], check=False).split():
-                    info = json.loads(_run([*crictl, "inspectp", pod_id], check=False))
-                    for ns in info["info"]["runtimeSpec"]["linux"]["namespaces"]:
-                        if ns.get("type") == "network" and ns.get("path"):
-                            self._pod_netns.add(Path(ns["path"]).name)
-            # Stop and remove every pod sandbox (runs CNI DEL, kills the containers).
-            with contextlib.suppress(Exception):
-                _run([*crictl, "rmp", "--force", "--all"], timeout=180, check=False)
+            self.remove_pods()
         for name in ("kube-proxy", "kube-scheduler", "kube-controller-manager", "containerd"):
             self._stop_proc(name)
         self._kill_shims()
@@ -647,6 +665,24 @@ state = "{state}"
         else:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         log(f"cluster stopped in {time.monotonic() - t0:.0f} s")
+
+    def remove_pods(self) -> None:
+        """Stop and remove every pod sandbox through the (running) containerd: CNI DEL, the
+        containers killed; their network namespaces are noted for stop() in case it fails."""
+        crictl = [
+            str(self.node_bin / "crictl"),
+            f"--runtime-endpoint=unix://{self.containerd_sock}",
+            f"--image-endpoint=unix://{self.containerd_sock}",
+            "--timeout=60s",
+        ]
+        with contextlib.suppress(Exception):
+            for pod_id in _run([*crictl, "pods", "-q"], check=False).split():
+                info = json.loads(_run([*crictl, "inspectp", pod_id], check=False))
+                for ns in info["info"]["runtimeSpec"]["linux"]["namespaces"]:
+                    if ns.get("type") == "network" and ns.get("path"):
+                        self._pod_netns.add(Path(ns["path"]).name)
+        with contextlib.suppress(Exception):
+            _run([*crictl, "rmp", "--force", "--all"], timeout=180, check=False)
 
     def _stop_proc(self, name: str, grace: float = 15) -> None:
         proc = self.procs.get(name)
@@ -710,12 +746,17 @@ state = "{state}"
                         time.sleep(0.1)  # tasks still exiting
 
 
-def start(data_dir: Path | None = None) -> Cluster:
+def start(
+    data_dir: Path | None = None,
+    api_host_port: int = 0,
+    built: dict[str, object] | None = None,
+) -> Cluster:
     """Build what is missing, bring the cluster up and return it (stop() it when done)."""
     check_prerequisites()
-    t0 = time.monotonic()
-    built = build_all()
-    log(f"binaries and images ready in {time.monotonic() - t0:.0f} s")
+    if built is None:
+        t0 = time.monotonic()
+        built = build_all()
+        log(f"binaries and images ready in {time.monotonic() - t0:.0f} s")
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix="tfmodel-cluster-", dir="/var/tmp"))
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o755)  # hostPath model directories below it are read by uid 1000
@@ -732,6 +773,7 @@ def start(data_dir: Path | None = None) -> Cluster:
         node_bin=Path(str(built["node_bin"])),
         images=images,
         containerd_sock=data_dir / "containerd" / "containerd.sock",
+        api_host_port=api_host_port,
     )
     (data_dir / "netns").write_text(cluster.netns)
     try:
