@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 from bench import loadgen
-from bench.protoset import build_protoset
-from bench.run import (
-    BATCHING_PARAMETERS,
-    MODEL_NAME,
-    REPO,
-    SIGNATURE,
-    Case,
-    _free_port,
-    _stop,
-    _wait_http_200,
-)
+from bench.one_server import demo_case, start_batched
+from bench.run import _stop
 from bench.tools import ensure_ghz, ensure_h2load
 
 _SUM = re.compile(r"^:tfmodel:batch_size_sum\{[^}]*\} (\S+)$", re.M)
@@ -48,32 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_timeout_micros", type=int, default=1000)
     parser.add_argument("--event_loop", default="uvloop", choices=("uvloop", "asyncio"))
     args = parser.parse_args(argv)
-    from tfmodel_server.demo.data import load_digits_split
-    from tfmodel_server.demo.export import export_model
-
     work = Path(tempfile.mkdtemp(prefix="bench-batch-sizes-"))
-    protoset = work / "serving.protoset"
-    build_protoset(str(protoset))
-    case = Case(work, MODEL_NAME, SIGNATURE, "images", load_digits_split().test_images[:1], "")
-    export_model(str(case.base_path), 200, 1, verbose=False)
-    (work / "batching.txt").write_text(BATCHING_PARAMETERS % args.batch_timeout_micros)
+    case, protoset = demo_case(work)
     (work / "monitoring.txt").write_text('prometheus_config { enable: true, path: "/metrics" }\n')
-    grpc_port, rest_port = _free_port(), _free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "tfmodel-server"),
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        f"--model_name={case.name}",
-        f"--model_base_path={case.base_path}",
-        "--enable_batching",
-        f"--batching_parameters_file={work / 'batching.txt'}",
-        f"--monitoring_config_file={work / 'monitoring.txt'}",
-        f"--event_loop={args.event_loop}",
-    ]
-    with open(work / "server.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    proc, grpc_port, rest_port = start_batched(
+        case, work, work / "server.log",
+        f"--monitoring_config_file={work / 'monitoring.txt'}", f"--event_loop={args.event_loop}",
+        batch_timeout_micros=args.batch_timeout_micros,
+    )  # fmt: skip
     try:
-        _wait_http_200(f"http://127.0.0.1:{rest_port}/v1/models/{case.name}", proc)
         metrics = f"http://127.0.0.1:{rest_port}/metrics"
         ghz, h2load = ensure_ghz(), ensure_h2load()
         c, n = args.concurrency, args.requests

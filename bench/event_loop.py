@@ -12,57 +12,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench import loadgen
-from bench.protoset import build_protoset
-from bench.results import RunResult, tree_cpu_seconds
-from bench.run import (
-    BATCHING_PARAMETERS,
-    MODEL_NAME,
-    REPO,
-    SIGNATURE,
-    Case,
-    _free_port,
-    _stop,
-    _wait_http_200,
-)
+from bench.one_server import demo_case, start_batched
+from bench.results import measured
+from bench.run import _stop
 from bench.tools import ensure_ghz, ensure_h2load
 
 LOOPS = ("asyncio", "uvloop")
-
-
-def _server(loop: str, case: Case, work: Path, log: Path) -> tuple[subprocess.Popen, int, int]:
-    grpc_port, rest_port = _free_port(), _free_port()
-    params = work / "batching_parameters.txt"
-    params.write_text(BATCHING_PARAMETERS % 1000)
-    flags = [
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        f"--model_name={case.name}",
-        f"--model_base_path={case.base_path}",
-        "--enable_batching=true",
-        f"--batching_parameters_file={params}",
-        f"--event_loop={loop}",
-    ]
-    cmd = [str(Path(sys.executable).parent / "tfmodel-server"), *flags]
-    out = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-    out.close()
-    _wait_http_200(f"http://127.0.0.1:{rest_port}/v1/models/{case.name}", proc)
-    return proc, grpc_port, rest_port
-
-
-def _measured(pid: int, run, *args) -> RunResult:
-    cpu0 = tree_cpu_seconds(pid)
-    result = run(*args)
-    result = result[0] if isinstance(result, tuple) else result
-    result.server_cpu_s = tree_cpu_seconds(pid) - cpu0
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,20 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=8000)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args(argv)
-    from tfmodel_server.demo.data import load_digits_split
-    from tfmodel_server.demo.export import export_model
-
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    protoset = work / "serving.protoset"
-    build_protoset(str(protoset))
-    case = Case(work, MODEL_NAME, SIGNATURE, "images", load_digits_split().test_images[:1], "")
-    export_model(str(case.base_path), 200, 1, verbose=False)
+    case, protoset = demo_case(work)
     ghz, h2load = ensure_ghz(), ensure_h2load()
     c, n = args.concurrency, args.requests
     rates: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         for loop in LOOPS if r % 2 == 0 else LOOPS[::-1]:
-            proc, grpc_port, rest_port = _server(loop, case, work, work / f"server-{loop}-{r}.log")
+            log = work / f"server-{loop}-{r}.log"
+            proc, grpc_port, rest_port = start_batched(case, work, log, f"--event_loop={loop}")
             try:
                 target = f"127.0.0.1:{grpc_port}"
                 url = f"http://127.0.0.1:{rest_port}/v1/models/{case.name}:predict"
@@ -98,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                     ("gRPC", loadgen.run_ghz, (*ghz_args, c, n, loop, ghz_out)),
                     ("REST", loadgen.run_h2load, (*h2_args, c, n, loop, h2_log)),
                 ):
-                    res = _measured(proc.pid, run, *run_args)
+                    res = measured(proc.pid, run, *run_args)
                     rates.setdefault((proto, loop), []).append(res.rows_per_s)
                     print(
                         f"round {r} {proto} {loop:8s} {res.rows_per_s:7.0f} req/s"

@@ -79,3 +79,12 @@ def tree_cpu_seconds(pid: int) -> float:
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def measured(pid: int, run, *args, **kwargs) -> RunResult:
+    """Run a load; attach the serving process tree's CPU seconds to its result."""
+    cpu0 = tree_cpu_seconds(pid)
+    result = run(*args, **kwargs)
+    result = result[0] if isinstance(result, tuple) else result
+    result.server_cpu_s = tree_cpu_seconds(pid) - cpu0
+    return result

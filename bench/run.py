@@ -59,8 +59,8 @@ from bench.results import (
     REST_OFF,
     REST_ON,
     RunResult,
+    measured,
     percentiles_ms,
-    tree_cpu_seconds,
 )
 from bench.tools import ensure_ghz, ensure_h2load
 
@@ -195,13 +195,6 @@ class Bench:
         compute_model.export(str(self.mlp.base_path))
 
     # -- runners ---------------------------------------------------------------------------
-    def _measured(self, pid: int, run, *args, **kwargs) -> RunResult:
-        """Run a load; attach the serving process tree's CPU seconds to its result."""
-        cpu0 = tree_cpu_seconds(pid)
-        result = run(*args, **kwargs)
-        result = result[0] if isinstance(result, tuple) else result
-        result.server_cpu_s = tree_cpu_seconds(pid) - cpu0
-        return result
 
     def _record(self, result: RunResult) -> None:
         self.results.append(result)
@@ -278,7 +271,7 @@ class Bench:
             self._h2load(url, 8, WARMUP_REQUESTS, NAIVE)
             for c in self.concurrency:
                 n = self._count(c)
-                self._record(self._measured(proc.pid, self._h2load, url, c, n, NAIVE))
+                self._record(measured(proc.pid, self._h2load, url, c, n, NAIVE))
         finally:
             _stop(proc)
             log.close()
@@ -323,15 +316,11 @@ class Bench:
             pid, port = server.proc.pid, server.grpc_port
             self._ghz(port, 8, WARMUP_REQUESTS, grpc_label, case.request_bin)
             for c, n in points:
-                self._record(
-                    self._measured(pid, self._ghz, port, c, n, grpc_label, case.request_bin)
-                )
+                self._record(measured(pid, self._ghz, port, c, n, grpc_label, case.request_bin))
             url = f"http://127.0.0.1:{server.rest_port}/v1/models/{case.name}:predict"
             self._h2load(url, 8, WARMUP_REQUESTS, rest_label, case.body_json)
             for c, n in points:
-                self._record(
-                    self._measured(pid, self._h2load, url, c, n, rest_label, case.body_json)
-                )
+                self._record(measured(pid, self._h2load, url, c, n, rest_label, case.body_json))
             if measure_swap:
                 self._measure_swap(server, grpc_label)
         finally:
@@ -392,14 +381,14 @@ class Bench:
         grpc_args = dict(request_bin=request_bin, protoset=protoset, call=V2_INFER_METHOD)
         self._ghz(port, 8, WARMUP_REQUESTS, labels[0], **grpc_args)
         for c, n in self._points(case):
-            self._record(self._measured(pid, self._ghz, port, c, n, labels[0], **grpc_args))
+            self._record(measured(pid, self._ghz, port, c, n, labels[0], **grpc_args))
         rest = [(labels[1], f"{base}/v2/models/{case.name}/infer", case.v2_body)]
         if config.rest_v1:
             rest.append((labels[2], f"{base}/v1/models/{case.name}:predict", case.v1_body))
         for label, url, body in rest:
             self._h2load(url, 8, WARMUP_REQUESTS, label, body)
             for c, n in self._points(case):
-                self._record(self._measured(pid, self._h2load, url, c, n, label, body))
+                self._record(measured(pid, self._h2load, url, c, n, label, body))
 
     def run_ceiling(self) -> None:
         print("== grpc.aio ceiling (c=64)", flush=True)
