@@ -18,15 +18,18 @@ def _lookup(data: dict, target: str, concurrency: int) -> dict | None:
     return None
 
 
+def _loadavgs(m: dict) -> list[float]:
+    return m.get("loadavg_at_end") or [m.get("loadavg_1m_at_end", float("nan"))]
+
+
 def _loadavg(m: dict) -> str:
-    la = m.get("loadavg_at_end") or [m.get("loadavg_1m_at_end", float("nan"))]
-    return " / ".join(f"{x:.2f}" for x in la)
+    return " / ".join(f"{x:.2f}" for x in _loadavgs(m))
 
 
 def _busy(m: dict) -> str:
     """The server and its load generator alone keep about 2 runnable; more is other work."""
-    la = m.get("loadavg_at_end") or [m.get("loadavg_1m_at_end", float("nan"))]
-    if la and not math.isnan(la[-1]) and la[-1] <= (m.get("cores") or 2) + 0.5:
+    la = _loadavgs(m)
+    if not math.isnan(la[-1]) and la[-1] <= (m.get("cores") or 2) + 0.5:
         return "no other work on the machine"
     return "the machine was shared, so absolute numbers are noisy"
 
