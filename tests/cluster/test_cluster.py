@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.cluster import Cluster
+from tests.cluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
 from tests.server.savedmodels import export_linear
 
 pytestmark = pytest.mark.cluster
 
-CHART = Path(__file__).resolve().parents[2] / "helm" / "tfmodel-operator"
-OPERATOR_NS = "tfmodel-system"
-RELEASE = "tfmodel-operator"
 NAME = "fleet"
 CLIENT = "tests/cluster/client.py"
 X = [1.0, 2.0]
@@ -39,31 +36,14 @@ def expect(ab: tuple[float, float]) -> list[float]:
 
 
 def wait_for(what: str, probe, timeout: float = 180, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except (subprocess.CalledProcessError, KeyError, IndexError, ValueError) as exc:
-            value, last = None, exc
-        if value:
-            return value
-        time.sleep(interval)
-    detail = getattr(last, "stderr", None) or last
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}: {detail}")
+    return wait_until(what, probe, timeout, interval)  # the demo's poller, the tests' default
 
 
 # --- shared state ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def release(cluster: Cluster) -> Iterator[dict]:
+    install_operator(cluster)  # the demo's helm install, so both walk the same path
     repo, tag = cluster.images["operator"].rsplit(":", 1)
-    cluster.helm(
-        "install", RELEASE, str(CHART),
-        "--namespace", OPERATOR_NS, "--create-namespace",
-        "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never", "--set", "statusIntervalSeconds=2",
-        "--wait", "--timeout", "4m",
-    )  # fmt: skip
     yield {"repo": repo, "tag": tag}
     cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", check=False)
 
