@@ -287,16 +287,30 @@ async def test_stop_ends_a_version_waiting_for_its_retry(rig):
     assert (status.state, status.error_code) == ("END", grpc.StatusCode.DATA_LOSS)
 
 
-async def test_a_version_retrying_at_start_up_does_not_hold_readiness(rig):
+async def test_start_up_waits_through_retries(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=2, load_retry_interval_micros=20_000)
+    source.put("/m", 1, 2)
+    loader.failures[("m", 2)] = 99
+    # As ServerCore::Create: until every initial version is AVAILABLE or END.
+    await core.apply_config(config(("m", "/m", {}), policy="all"), through_retries=True)
+    assert loader.attempts[("m", 2)] == 3
+    [status] = manager.model_status("m", 2)
+    assert (status.state, status.error_code) == ("END", grpc.StatusCode.DATA_LOSS)
+    assert manager.ready()
+
+
+async def test_a_reload_returns_after_the_first_attempt_and_first_readiness_waits(rig):
     loader, source, make = rig
     manager, core = make(max_num_load_retries=3, load_retry_interval_micros=60_000_000)
     source.put("/m", 1, 2)
     loader.failures[("m", 2)] = 99
     await core.apply_config(config(("m", "/m", {}), policy="all"))
-    # Both versions have been tried: ready on version 1, version 2 still LOADING
-    # (no error) with its retries to come, as the config reload returned.
+    # Version 2 waits a minute for its retry: the reload did not (it would hold
+    # the config reload lock), but the first readiness does.
     assert state_of(manager, "m") == {2: "LOADING", 1: "AVAILABLE"}
-    assert manager.ready()
+    assert loader.attempts[("m", 2)] == 1
+    assert not manager.ready(), "an initial version is still loading (retrying)"
 
 
 async def test_new_files_for_a_failed_version_reset_its_retries(rig):

@@ -66,10 +66,6 @@ class LoaderHarness(Generic[S]):
         """LOADING between a failed attempt and the next one (nothing in flight)."""
         return self.state == LOADING and not self.attempting and self.retry_at is not None
 
-    @property
-    def first_attempt_pending(self) -> bool:
-        return self.generation > self.tried_generation
-
     # --- load ---------------------------------------------------------------
     def schedule_load(self, version_dir: VersionDir) -> None:
         """A new load of version_dir's content: a new record, a version re-aspired

@@ -302,10 +302,17 @@ class ServableManager(Generic[S]):
         """Called on the event loop after any version changes state."""
         self._listeners.append(callback)
 
-    async def refresh(self, names: Iterable[str], timeout: float | None = None) -> None:
-        """Poll now (twice if a version dir is still settling) and wait until the
-        aspired versions of `names` found on disk have finished loading (AVAILABLE
-        or failed), or `timeout` seconds."""
+    async def refresh(
+        self, names: Iterable[str], timeout: float | None = None, through_retries: bool = False
+    ) -> None:
+        """Poll now (twice if a version dir is still settling) and wait, at most
+        `timeout` seconds, until the aspired versions of `names` found on disk have
+        had their first load attempt, or with `through_retries` until their loads
+        have ended (AVAILABLE or END), as ServerCore::Create waits at start-up.
+
+        Later config reloads return after the first attempt: a version still
+        retrying (LOADING) must not hold the config reload lock, and with it a
+        rollback, for minutes of retry intervals."""
         self._bind_loop()
         names = set(names)
         if self.options.file_system_poll_wait_seconds >= 0:
@@ -313,7 +320,7 @@ class ServableManager(Generic[S]):
             if any(self._models[n].pending for n in names if n in self._models):
                 await asyncio.sleep(self._settle_seconds())
                 await self.poll_now()
-        await self._wait_for_loads(names, timeout)
+        await self._wait_for_loads(names, timeout, through_retries)
 
     def _settle_seconds(self) -> float:
         if self.options.version_settle_seconds is not None:
@@ -321,23 +328,30 @@ class ServableManager(Generic[S]):
         wait = self.options.file_system_poll_wait_seconds
         return min(wait, 0.5) if wait > 0 else 0.5
 
-    async def _wait_for_loads(self, names: set[str], timeout: float | None) -> None:
-        """Until each load under way has had its first attempt: AVAILABLE, failed for
-        good, or LOADING with its retries to come (they go on in the background, so a
-        config reload never holds the reload lock for minutes of retry intervals)."""
+    async def _wait_for_loads(
+        self, names: set[str], timeout: float | None, through_retries: bool
+    ) -> None:
         loop = self._loop
+
+        def done(record: LoaderHarness[S], generation: int) -> bool:
+            if record.generation > generation:
+                return True  # that load ended and a newer one began
+            if through_retries:
+                return not record.loading
+            return record.tried_generation >= generation
+
         with self._lock:
             targets = [
                 (record, record.generation)
                 for name in names
                 if name in self._models
                 for record in self._models[name].versions.values()
-                if record.first_attempt_pending
+                if record.loading
             ]
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             with self._lock:
-                waiting = [r for r, gen in targets if r.tried_generation < gen]
+                waiting = [r for r, gen in targets if not done(r, gen)]
             if not waiting:
                 return
             remaining = None if deadline is None else deadline - loop.time()
@@ -672,10 +686,8 @@ class ServableManager(Generic[S]):
     def ready(self) -> bool:
         """A config has been applied and every configured model has an AVAILABLE version.
 
-        The first time, also every initial version has finished its first load
-        attempt (a version still retrying after that does not hold readiness back
-        for minutes of retry intervals when another version serves). After that
-        per model, not per version: a pod keeps serving (and stays ready) while a
+        The first time, also every initial version has finished loading, retries
+        included (as start-up waits for them). After that per model, not per version: a pod keeps serving (and stays ready) while a
         new version loads or after one failed, as the old version still serves.
         """
         if not self._config_applied or self._stopping:
@@ -686,8 +698,8 @@ class ServableManager(Generic[S]):
                 return False
             if not self._was_ready:
                 # The first time, as ServerCore::Create: every initial version has
-                # been tried, so a label's version is there when traffic comes.
-                if any(r.first_attempt_pending for m in configured for r in m.versions.values()):
+                # finished loading, so a label's version is there when traffic comes.
+                if any(r.loading for m in configured for r in m.versions.values()):
                     return False
                 self._was_ready = True
             return True
