@@ -263,6 +263,24 @@ async def test_a_version_unaspired_between_retries_ends_with_its_last_error(rig)
     assert loader.attempts[("m", 1)] == 1, "no attempt after the cancel"
 
 
+async def test_a_failed_version_aspired_again_is_a_fresh_load(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=0)
+    source.put("/m", 1)
+    loader.failures[("m", 1)] = 1
+    await core.apply_config(config(("m", "/m", {})))
+    assert state_of(manager, "m") == {1: "END"}
+    await manager.poll_now()
+    assert loader.attempts[("m", 1)] == 1, "failed and still aspired: no retry is left"
+    source.put("/m", 2)  # latest 1: version 1 is no longer aspired ...
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m") == {2: "AVAILABLE", 1: "END"}, "v2 up")
+    source.disk["/m"].discard(2)  # ... and aspired again, on the same files
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m") == {1: "AVAILABLE", 2: "END"}, "v1 again")
+    assert loader.attempts[("m", 1)] == 2
+
+
 async def test_new_files_between_retries_are_tried_at_once(rig):
     loader, source, make = rig
     manager, core = make(max_num_load_retries=1, load_retry_interval_micros=60_000_000)

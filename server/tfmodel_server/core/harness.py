@@ -52,6 +52,9 @@ class LoaderHarness(Generic[S]):
         self.retry_at: float | None = None  # loop time of the next attempt, while waiting
         self.generation = 0  # loads scheduled (a retry is not a new load)
         self.tried_generation = 0  # loads that have had at least one attempt finish
+        # Failed, then un-aspired: aspired again it is a fresh load (TF Serving drops an
+        # un-aspired errored harness), not a retry of the same files.
+        self.unaspired_since_failure = False
 
     def _to(self, new: VersionState) -> None:
         self.state = check_transition(self.state, new)
@@ -74,10 +77,11 @@ class LoaderHarness(Generic[S]):
             self.state == END
             and self.error is not None
             and version_dir.fingerprint == self.fingerprint
+            and not self.unaspired_since_failure
         ):
             raise IllegalTransition(
                 f"{self.model} version {self.version} failed on these files and has no "
-                "retry left: only new files load it again"
+                "retry left: only new files, or being aspired again, load it again"
             )
         if self.state != START:
             self._to(START)
@@ -86,6 +90,7 @@ class LoaderHarness(Generic[S]):
         self.last_error = None
         self.failures = 0
         self.cancel_load = False
+        self.unaspired_since_failure = False
         self.generation += 1
         self.attempting = True
 

@@ -397,7 +397,11 @@ class ServableManager(Generic[S]):
                 else set()
             )
             for existing in model.versions.values():
-                if existing.loading and existing.version not in aspired:
+                if existing.version in aspired:
+                    continue
+                if existing.state == END and existing.error is not None:
+                    existing.unaspired_since_failure = True
+                elif existing.loading:
                     existing.cancel_load = True
                     if existing.retry_pending:
                         # As LoaderHarness::Load's cancel_load_retry: no further
@@ -408,6 +412,7 @@ class ServableManager(Generic[S]):
                             existing.version,
                         )
                         existing.give_up()
+                        existing.unaspired_since_failure = True
                         gave_up = True
 
             for version in sorted(aspired, reverse=True):  # highest first, as TF Serving
@@ -434,11 +439,13 @@ class ServableManager(Generic[S]):
                         elif loop.time() + 0.01 >= record.retry_at:
                             self._schedule_retry(model, record, version_dir)
                 elif record.state == END and (
-                    record.error is None or record.fingerprint != version_dir.fingerprint
+                    record.error is None
+                    or record.fingerprint != version_dir.fingerprint
+                    or record.unaspired_since_failure
                 ):
-                    # Unloaded or cancelled, then aspired again; or failed for good
-                    # and now new files. A failed version on the same files stays END.
-                    if record.error is not None:
+                    # Unloaded, cancelled or failed, then aspired again; or failed for
+                    # good and now new files. Failed and still aspired: stays END.
+                    if record.error is not None and not record.unaspired_since_failure:
                         log.info(
                             "Servable %s version %d changed on disk; loading again",
                             model.name,
