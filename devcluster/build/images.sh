@@ -9,7 +9,7 @@
 # ${TFMODEL_CACHE:-~/.cache/tfmodel}/images/; unchanged inputs rebuild nothing.
 # Prints one line per image: NAME REF ARCHIVE
 #
-#   tests/cluster/images.sh [pause] [server] [operator]      (default: all three)
+#   devcluster/build/images.sh [pause] [server] [operator]      (default: all three)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -80,7 +80,7 @@ fi
 # --- pod sandbox ("pause") image --------------------------------------------------------------
 build_pause() {
   local here hash ref archive
-  here="$ROOT/tests/cluster/pause"
+  here="$ROOT/devcluster/build/pause"
   hash="$(cat "$here/main.go" "$here/go.mod" | sha256sum | cut -c1-12)"
   ref="localhost/tfmodel-pause:$hash"
   archive="$IMAGES/pause-$hash.oci.tar"

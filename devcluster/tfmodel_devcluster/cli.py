@@ -1,28 +1,32 @@
-"""Start the test cluster by hand:  sudo .venv/bin/python -m tests.cluster up
+"""`tfmodel-cluster up | down [DATA_DIR] | status`: the embedded cluster by hand (root).
 
-Prints the kubeconfig and how to reach the node's network namespace, then waits; Ctrl-C (or
-SIGTERM) tears everything down. `python -m tests.cluster down DATA_DIR` cleans up after a
-cluster whose `up` was killed with SIGKILL.
+up       builds what is missing, starts the cluster, prints the kubeconfig and how to reach
+         the node's network namespace, then waits; Ctrl-C (or SIGTERM) tears it all down.
+down     tears down a cluster whose `up` is gone (killed with SIGKILL, or a demo kept with
+         KEEP=1): DATA_DIR, or the only cluster `status` lists.
+status   lists the clusters on this machine: data dir, API port, live processes.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.cluster.cluster import Cluster, cache_dir, start
+from tfmodel_devcluster.cluster import DATA_DIR_PARENT, DATA_DIR_PREFIX, Cluster, cache_dir, start
 
 
 def up() -> None:
     cluster = start()
     print(
         f"""
-test cluster up (data in {cluster.data_dir}, logs in {cluster.data_dir}/logs)
+cluster up (data in {cluster.data_dir}, logs in {cluster.data_dir}/logs)
   export KUBECONFIG={cluster.kubeconfig}
   {cluster.kubectl_bin} get nodes,pods -A
   {cluster.helm_bin} list -A
@@ -41,7 +45,7 @@ Ctrl-C tears it all down.""",
         cluster.stop()
 
 
-def _pids(match) -> list[int]:
+def _pids(match: Callable[[str], bool]) -> list[int]:
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -93,14 +97,69 @@ def down(data_dir: Path) -> None:
     cluster.stop()
 
 
-def main() -> None:
-    if len(sys.argv) >= 2 and sys.argv[1] == "up":
+def data_dirs() -> list[Path]:
+    """The data dirs of the clusters started on this machine (removed again by stop())."""
+    parent = Path(DATA_DIR_PARENT)
+    return sorted(p for p in parent.glob(f"{DATA_DIR_PREFIX}*") if (p / "netns").is_file())
+
+
+def _processes(data_dir: Path) -> int:
+    needle = str(data_dir).encode()
+
+    def mentions(pid: str) -> bool:
+        return needle in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+    return len(_pids(mentions))
+
+
+def status() -> int:
+    found = data_dirs()
+    if not found:
+        print(f"no cluster on this machine (no {DATA_DIR_PARENT}/{DATA_DIR_PREFIX}*)")
+        return 0
+    for data_dir in found:
+        netns = (data_dir / "netns").read_text().strip()
+        port_file = data_dir / "api-port"
+        port = port_file.read_text().strip() if port_file.exists() else "-"
+        alive = Path(f"/run/netns/{netns}").exists()
+        print(
+            f"{data_dir}  netns {netns} ({'present' if alive else 'gone'})  "
+            f"API 127.0.0.1:{port}  {_processes(data_dir)} processes\n"
+            f"  export KUBECONFIG={data_dir / 'kubeconfig'}"
+        )
+    return 0
+
+
+def _pick(data_dir: Path | None) -> Path:
+    if data_dir is not None:
+        return data_dir.resolve()
+    found = data_dirs()
+    if len(found) != 1:
+        listed = "".join(f"\n  {p}" for p in found) or " none found"
+        sys.exit(f"tfmodel-cluster down: name the cluster's data dir:{listed}")
+    return found[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tfmodel-cluster", description=(__doc__ or "").split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start a cluster and wait; Ctrl-C tears it down")
+    down_cmd = sub.add_parser("down", help="tear down a cluster whose `up` is gone")
+    down_cmd.add_argument("data_dir", nargs="?", type=Path)
+    sub.add_parser("status", help="list the clusters on this machine")
+    args = parser.parse_args(argv)
+    if args.command == "status":
+        return status()
+    if os.geteuid() != 0:
+        sys.exit(f"tfmodel-cluster {args.command}: needs root (network namespaces, mounts)")
+    if args.command == "up":
         up()
-    elif len(sys.argv) == 3 and sys.argv[1] == "down":
-        down(Path(sys.argv[2]).resolve())
     else:
-        sys.exit(__doc__)
+        down(_pick(args.data_dir))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

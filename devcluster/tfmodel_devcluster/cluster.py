@@ -1,20 +1,21 @@
-"""A real single-node Kubernetes cluster for the `cluster` tests (and for use by hand).
+"""A real single-node Kubernetes cluster: the embedded cluster of `make demo`, the `cluster`
+tests and `tfmodel-cluster up`.
 
-Components (all from the machine's caches, see tests/cluster/build.sh and images.sh):
-  - tests/apiserver's kube-apiserver + embedded etcd, with ServiceAccount admission on;
+Components (all from the machine's caches, see devcluster/build/):
+  - build/apiserver's kube-apiserver + embedded etcd, with ServiceAccount admission on;
   - kube-controller-manager, kube-scheduler, kubelet and kube-proxy (iptables mode) built
-    from the same k8s.io/kubernetes version;
+    from the same k8s.io/kubernetes version (build/nodebin);
   - containerd (Debian package) + runc, the CNI reference plugins (bridge + host-local);
-  - images built from Dockerfile.server / Dockerfile.operator with buildah, imported into
-    containerd's k8s.io namespace (no registry: pods use the local tags).
+  - images built from Dockerfile.server / Dockerfile.operator with buildah (build/images.sh),
+    imported into containerd's k8s.io namespace (no registry: pods use the local tags).
 
 Everything runs inside one network namespace the cluster creates (the "node" namespace):
 the bridge with the pod network, every pod, the ClusterIP rules kube-proxy writes and the
 control plane. Nothing is added to the host's interfaces or iptables; the host reaches the
-API server through a forwarder listening on 127.0.0.1 (tests/cluster/forward.py). Teardown
-removes every process, mount, cgroup and the namespace itself.
+API server through a forwarder listening on 127.0.0.1 (forward.py). Teardown removes every
+process, mount, cgroup and the namespace itself.
 
-By hand:  sudo .venv/bin/python -m tests.cluster up      (prints how to use kubectl)
+By hand:  sudo .venv/bin/tfmodel-cluster up      (prints how to use kubectl)
 """
 
 from __future__ import annotations
@@ -38,13 +39,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The cluster builds its binaries and images from a checkout of this repository (the
+# Dockerfiles, the chart, the Go modules): devcluster/ sits at the repository's root.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-APISERVER_BUILD = REPO_ROOT / "tests" / "apiserver" / "build.sh"
-NODE_BUILD = HERE / "build.sh"
-IMAGES_BUILD = HERE / "images.sh"
+BUILD_DIR = REPO_ROOT / "devcluster" / "build"
+APISERVER_BUILD = BUILD_DIR / "apiserver" / "build.sh"
+NODE_BUILD = BUILD_DIR / "nodebin" / "build.sh"
+IMAGES_BUILD = BUILD_DIR / "images.sh"
 TOOLS_SCRIPT = REPO_ROOT / "scripts" / "install-k8s-tools.sh"
 
+DATA_DIR_PARENT = "/var/tmp"  # a cluster's data dir: DATA_DIR_PARENT/DATA_DIR_PREFIX<random>
+DATA_DIR_PREFIX = "tfmodel-cluster-"
 POD_CIDR = "10.244.0.0/24"
 BRIDGE = "tfm0"
 NODE_IP = "10.244.0.1"
@@ -73,7 +79,7 @@ REQUIRED = {
 
 
 class ClusterError(RuntimeError):
-    """The test cluster could not be built or started."""
+    """The cluster could not be built or started."""
 
 
 # Where log() lines go besides <cache>/logs/cluster.log: stderr unless a caller (the demo,
@@ -158,7 +164,16 @@ def check_prerequisites() -> None:
         )
 
 
-def build_all() -> dict[str, object]:
+@dataclass(frozen=True)
+class Built:
+    """What a cluster runs, from the per-machine caches."""
+
+    apiserver: Path  # the kube-apiserver + etcd binary
+    node_bin: Path  # the directory with kubelet, kube-proxy, controller-manager, scheduler
+    images: dict[str, tuple[str, Path]]  # pause / server / operator -> (reference, OCI archive)
+
+
+def build_all() -> Built:
     """Binaries and images, each from its per-machine cache (built on first use)."""
     apiserver = Path(_script(APISERVER_BUILD)[-1])
     node_bin = Path(_script(NODE_BUILD)[-1])
@@ -167,7 +182,7 @@ def build_all() -> dict[str, object]:
     for line in _script(IMAGES_BUILD, "pause", "server", "operator"):
         name, ref, archive = line.split()
         images[name] = (ref, Path(archive))
-    return {"apiserver": apiserver, "node_bin": node_bin, "images": images}
+    return Built(apiserver=apiserver, node_bin=node_bin, images=images)
 
 
 @dataclass
@@ -284,12 +299,12 @@ class Cluster:
         raise ClusterError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
     # --- bring-up -----------------------------------------------------------------------------
-    def start(self, built: dict[str, object]) -> None:
+    def start(self, built: Built) -> None:
         t0 = time.monotonic()
         self._network()
         self._containerd()
-        self._import_images(built["images"])  # type: ignore[arg-type]
-        self._control_plane(Path(str(built["apiserver"])))
+        self._import_images(built.images)
+        self._control_plane(built.apiserver)
         self._node()
         self.wait("node Ready and untainted", self._node_ready, timeout=180)
         self.wait("the default ServiceAccount", self._default_sa, timeout=60)
@@ -749,7 +764,7 @@ state = "{state}"
 def start(
     data_dir: Path | None = None,
     api_host_port: int = 0,
-    built: dict[str, object] | None = None,
+    built: Built | None = None,
 ) -> Cluster:
     """Build what is missing, bring the cluster up and return it (stop() it when done)."""
     check_prerequisites()
@@ -757,12 +772,12 @@ def start(
         t0 = time.monotonic()
         built = build_all()
         log(f"binaries and images ready in {time.monotonic() - t0:.0f} s")
-    data_dir = Path(data_dir or tempfile.mkdtemp(prefix="tfmodel-cluster-", dir="/var/tmp"))
+    data_dir = Path(data_dir or tempfile.mkdtemp(prefix=DATA_DIR_PREFIX, dir=DATA_DIR_PARENT))
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o755)  # hostPath model directories below it are read by uid 1000
     (data_dir / "logs").mkdir(exist_ok=True)
     bin_dir = cache_dir() / "bin"
-    images = {name: ref for name, (ref, _archive) in built["images"].items()}  # type: ignore[union-attr]
+    images = {name: ref for name, (ref, _archive) in built.images.items()}
     cluster = Cluster(
         data_dir=data_dir,
         netns=f"tfmodel-{secrets.token_hex(3)}",
@@ -770,7 +785,7 @@ def start(
         node_kubeconfig=data_dir / "api" / "admin.kubeconfig",
         kubectl_bin=bin_dir / "kubectl",
         helm_bin=bin_dir / "helm",
-        node_bin=Path(str(built["node_bin"])),
+        node_bin=built.node_bin,
         images=images,
         containerd_sock=data_dir / "containerd" / "containerd.sock",
         api_host_port=api_host_port,

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tfmodel_devcluster.cluster import Cluster
 
-from tests.cluster.cluster import Cluster
 from tests.cluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
 from tests.server.savedmodels import export_linear
 

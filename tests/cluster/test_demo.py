@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tfmodel_devcluster.cluster import Cluster
 
-from tests.cluster.cluster import Cluster
 from tests.cluster.demo import report, steps
 from tests.cluster.demo.__main__ import NUM_TESTS, REPLICAS
 

@@ -7,8 +7,8 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from tfmodel_devcluster import cluster as cluster_mod
 
-from tests.cluster import cluster as cluster_mod
 from tests.cluster.demo import __main__ as demo_main
 from tests.cluster.demo import preflight
 from tests.cluster.demo.preflight import DemoEnvError

@@ -2,7 +2,7 @@
 # Build the test API server (embedded etcd + kube-apiserver) once per machine.
 # Prints the binary's path on stdout; a no-op when that binary already exists.
 #
-#   tests/apiserver/build.sh            -> ${TFMODEL_CACHE:-$HOME/.cache/tfmodel}/kube-apiserver-v1.33.13-<hash>
+#   devcluster/build/apiserver/build.sh  -> ${TFMODEL_CACHE:-$HOME/.cache/tfmodel}/kube-apiserver-v1.33.13-<hash>
 set -euo pipefail
 
 K8S_VERSION="v1.33.13"
@@ -11,7 +11,7 @@ CACHE="${TFMODEL_CACHE:-$HOME/.cache/tfmodel}"
 GO="${GO:-$(command -v go || echo /usr/local/bin/go)}"
 
 if ! [[ -x "$GO" ]] && ! command -v "$GO" >/dev/null 2>&1; then
-  echo "build.sh: Go toolchain not found (set GO=/path/to/go or put go on PATH)" >&2
+  echo "apiserver/build.sh: Go toolchain not found (set GO=/path/to/go or put go on PATH)" >&2
   exit 2
 fi
 
@@ -34,7 +34,7 @@ LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitMinor=$MINOR"
 
-echo "build.sh: building $OUT (cold builds take a while on 2 cores)" >&2
+echo "apiserver/build.sh: building $OUT (cold builds take a while on 2 cores)" >&2
 start=$SECONDS
 # Committed go.sum is authoritative: -mod=readonly fails rather than rewrite it.
 (
@@ -43,5 +43,5 @@ start=$SECONDS
     "$GO" build -trimpath -ldflags "$LDFLAGS" -o "$OUT.tmp.$$" .
 )
 mv "$OUT.tmp.$$" "$OUT"
-echo "build.sh: built in $((SECONDS - start)) s" >&2
+echo "apiserver/build.sh: built in $((SECONDS - start)) s" >&2
 echo "$OUT"

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build the test cluster's Kubernetes binaries once per machine: kubelet,
 # kube-controller-manager, kube-scheduler and kube-proxy from k8s.io/kubernetes
-# (the same version as tests/apiserver), plus crictl (teardown, debugging).
+# (the same version as devcluster/build/apiserver), plus crictl (teardown, debugging).
 # Prints the directory holding them on stdout; a no-op when it already exists.
 #
-#   tests/cluster/build.sh  -> ${TFMODEL_CACHE:-$HOME/.cache/tfmodel}/k8s-node-v1.33.13-<hash>/
+#   devcluster/build/nodebin/build.sh  -> ${TFMODEL_CACHE:-$HOME/.cache/tfmodel}/k8s-node-v1.33.13-<hash>/
+#
+# The cache key is what the binaries are built from (the Go module files and the versions),
+# not this script's text: moving or editing the script does not rebuild Kubernetes.
 set -euo pipefail
 
 K8S_VERSION="v1.33.13"
@@ -14,11 +17,11 @@ CACHE="${TFMODEL_CACHE:-$HOME/.cache/tfmodel}"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
 if ! [[ -x "$GO" ]] && ! command -v "$GO" >/dev/null 2>&1; then
-  echo "cluster/build.sh: Go toolchain not found (set GO=/path/to/go or put go on PATH)" >&2
+  echo "nodebin/build.sh: Go toolchain not found (set GO=/path/to/go or put go on PATH)" >&2
   exit 2
 fi
 
-HASH="$( (cat "$HERE/nodebin/go.mod" "$HERE/nodebin/go.sum" "$HERE/nodebin/tools.go" "$HERE/build.sh") | sha256sum | cut -c1-12)"
+HASH="$( (echo "$K8S_VERSION $CRICTL_VERSION"; cat "$HERE/go.mod" "$HERE/go.sum" "$HERE/tools.go") | sha256sum | cut -c1-12)"
 OUT="$CACHE/k8s-node-$K8S_VERSION-$HASH"
 BINS=(kubelet kube-controller-manager kube-scheduler kube-proxy crictl)
 complete=1
@@ -31,7 +34,7 @@ fi
 mkdir -p "$OUT"
 MINOR="${K8S_VERSION#v1.}"
 MINOR="${MINOR%%.*}"
-# Same flags as tests/apiserver/build.sh, so the Go build cache is shared.
+# Same flags as devcluster/build/apiserver/build.sh, so the Go build cache is shared.
 LDFLAGS="-s -w"
 LDFLAGS+=" -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
 LDFLAGS+=" -X k8s.io/component-base/version.gitMajor=1"
@@ -41,12 +44,12 @@ LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitMinor=$MINOR"
 
-echo "cluster/build.sh: building $OUT (cold: about 10 min on 2 cores)" >&2
+echo "nodebin/build.sh: building $OUT (cold: about 10 min on 2 cores)" >&2
 start=$SECONDS
 TMP="$OUT/.tmp.$$"
 mkdir -p "$TMP"
 (
-  cd "$HERE/nodebin"
+  cd "$HERE"
   CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" \
     "$GO" build -trimpath -ldflags "$LDFLAGS" -o "$TMP/" \
     k8s.io/kubernetes/cmd/kubelet \
@@ -62,5 +65,5 @@ for b in "${BINS[@]}"; do
   if [[ -e "$TMP/$b" ]]; then mv "$TMP/$b" "$OUT/$b"; fi
 done
 rmdir "$TMP"
-echo "cluster/build.sh: built in $((SECONDS - start)) s" >&2
+echo "nodebin/build.sh: built in $((SECONDS - start)) s" >&2
 echo "$OUT"

@@ -21,8 +21,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.cluster import cluster as cluster_mod
-from tests.cluster.cluster import REPO_ROOT, Cluster, ClusterError
+from tfmodel_devcluster import cluster as cluster_mod
+from tfmodel_devcluster.cluster import REPO_ROOT, Cluster, ClusterError
+
 from tests.cluster.demo import preflight, report, steps
 from tests.cluster.demo.preflight import DemoEnvError
 
@@ -282,7 +283,7 @@ def down() -> int:
         print("no demo cluster kept (nothing to do)")
         return 0
     data_dir = Path(pointer.read_text().strip())
-    from tests.cluster.__main__ import down as cluster_down
+    from tfmodel_devcluster.cli import down as cluster_down
 
     cluster_mod.LOG_HOOK = lambda line: None
     if data_dir.exists():

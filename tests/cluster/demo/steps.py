@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.cluster import REPO_ROOT, Cluster
+from tfmodel_devcluster.cluster import REPO_ROOT, Cluster
 
 CHART = REPO_ROOT / "helm" / "tfmodel-operator"
 OPERATOR_NS = "tfmodel-system"
