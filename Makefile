@@ -15,17 +15,17 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[server,operator,dev]'
+	$(VENV)/bin/pip install --quiet -e '.[server,operator,demo,dev]'
 	touch $@
 
 demo: setup
-	$(VENV)/bin/python -m tests.cluster.demo --api-port=$(DEMO_API_PORT) $(if $(filter-out 0,$(KEEP)),--keep)
+	$(VENV)/bin/python -m tfmodel_devcluster.demo cluster --api-port=$(DEMO_API_PORT) $(if $(filter-out 0,$(KEEP)),--keep)
 
 demo-down: setup
-	$(VENV)/bin/python -m tests.cluster.demo down
+	$(VENV)/bin/python -m tfmodel_devcluster.demo down
 
 demo-server: setup
-	$(VENV)/bin/tfmodel-demo walkthrough
+	$(VENV)/bin/python -m tfmodel_devcluster.demo walkthrough
 
 test: setup
 	bash scripts/test.sh

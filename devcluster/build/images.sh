@@ -102,13 +102,14 @@ build_pause() {
 }
 
 # --- application images -----------------------------------------------------------------------
-# What each Dockerfile's build context holds (.dockerignore excludes the rest).
+# What each Dockerfile COPYs from the build context (not README.md, which the Dockerfiles
+# stub, nor devcluster/, which no image holds): a change elsewhere rebuilds no image.
 context_hash() {
   local dockerfile="$1"
   (
     cd "$ROOT"
     echo "$BASE_HASH"
-    find "$dockerfile" .dockerignore pyproject.toml README.md server operator -type f \
+    find "$dockerfile" .dockerignore pyproject.toml server operator -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -not -path '*.egg-info*' -print0 |
       sort -z | xargs -0 sha256sum
   ) | sha256sum | cut -c1-12

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from tfmodel_devcluster.cluster import Cluster
+from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
 
-from tests.cluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
 from tests.server.savedmodels import export_linear
 
 pytestmark = pytest.mark.cluster

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from tfmodel_devcluster.cluster import Cluster
-
-from tests.cluster.demo import report, steps
-from tests.cluster.demo.__main__ import NUM_TESTS, REPLICAS
+from tfmodel_devcluster.demo import report, steps
+from tfmodel_devcluster.demo.cluster_demo import NUM_TESTS, REPLICAS
 
 pytestmark = pytest.mark.cluster
 

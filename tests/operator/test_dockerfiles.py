@@ -95,6 +95,22 @@ def test_dockerfile_installs_exactly_its_pyproject_extra(image: str):
                 assert (ROOT / src).exists(), f"{DOCKERFILES[image].name}: COPY {src} is missing"
 
 
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_image_ships_only_its_own_console_script(image: str):
+    """pip installs every [project.scripts] entry; the others cannot run in this image (their
+    package or extra is not there: tfmodel-demo needs scikit-learn, tfmodel-operator kopf)."""
+    removed = set()
+    for word, arg in instructions(DOCKERFILES[image]):
+        if word == "RUN":
+            for command in re.split(r"&&|;", arg):
+                tokens = shlex.split(command)
+                if tokens[:1] == ["rm"]:
+                    removed |= {t for t in tokens[1:] if t.startswith("/opt/tfmodel/bin/")}
+    scripts = set(PYPROJECT["project"]["scripts"])
+    assert f"tfmodel-{image}" in scripts
+    assert removed == {f"/opt/tfmodel/bin/{s}" for s in scripts - {f"tfmodel-{image}"}}
+
+
 def test_operator_image_has_no_tensorflow():
     operator_deps = " ".join(PYPROJECT["project"]["optional-dependencies"]["operator"])
     assert "tensorflow" not in operator_deps

@@ -1,7 +1,7 @@
 """`make demo`: TFModel, operator, pods and a canary rollout on the embedded cluster.
 
-  sudo .venv/bin/python -m tests.cluster.demo [--keep] [--api-port N]
-  sudo .venv/bin/python -m tests.cluster.demo down      (a cluster kept with --keep)
+  sudo .venv/bin/tfmodel-demo cluster [--keep] [--api-port N]
+  sudo .venv/bin/tfmodel-demo down      (a cluster kept with --keep)
 
 One line per step on the terminal; everything else (TensorFlow's C++ and Python logs, the
 cluster's own lines) goes to the log file named at the start, beside which the rollout's PNG
@@ -10,7 +10,6 @@ plot is written.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -23,9 +22,8 @@ from pathlib import Path
 
 from tfmodel_devcluster import cluster as cluster_mod
 from tfmodel_devcluster.cluster import REPO_ROOT, Cluster, ClusterError
-
-from tests.cluster.demo import preflight, report, steps
-from tests.cluster.demo.preflight import DemoEnvError
+from tfmodel_devcluster.demo import preflight, report, steps
+from tfmodel_devcluster.demo.preflight import DemoEnvError
 
 NUM_TESTS = 1000
 REPLICAS = 2
@@ -297,25 +295,25 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["run", "down"], default="run")
-    parser.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
-    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path(os.environ.get("TFMODEL_DEMO_DIR", "/var/tmp/tfmodel-demo")),
-    )
-    args = parser.parse_args()
+def default_workdir() -> Path:
+    return Path(os.environ.get("TFMODEL_DEMO_DIR", "/var/tmp/tfmodel-demo"))
+
+
+def main(
+    command: str = "run",
+    keep: bool = False,
+    api_port: int = DEFAULT_API_PORT,
+    workdir: Path | None = None,
+) -> int:
+    """`run` (the demo) or `down` (a cluster kept with keep); returns the exit code."""
     # SIGTERM / SIGHUP (a closed terminal) tear the cluster down like Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:
-        if args.command == "down":
+        if command == "down":
             preflight.check_root()
             return down()
-        return run(args.keep, args.api_port, args.workdir)
+        return run(keep, api_port, workdir or default_workdir())
     except DemoEnvError as exc:
         print(f"\ncannot run the demo: {exc}", file=sys.stderr)
         return 2
@@ -326,7 +324,3 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

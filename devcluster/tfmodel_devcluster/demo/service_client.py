@@ -1,9 +1,9 @@
 """The demo's Predict clients, run inside the node's network namespace (ClusterIPs route there).
 
-python -m tests.cluster.demo.client query HOST MODEL LABEL NUM_TESTS
+python -m tfmodel_devcluster.demo.service_client query HOST MODEL LABEL NUM_TESTS
     NUM_TESTS held-out digits over gRPC (official stubs, like TF Serving's mnist_client.py)
     and the same digits over REST in batches; prints JSON with both error rates.
-python -m tests.cluster.demo.client loop HOST MODEL LABEL STOP_FILE MAX_S
+python -m tfmodel_devcluster.demo.service_client loop HOST MODEL LABEL STOP_FILE MAX_S
     alternates gRPC and REST requests for LABEL on one long-lived channel until STOP_FILE
     exists (creates STOP_FILE.ready after the first answer); prints JSON: counts, failures,
     and per second which version answered the gRPC requests.
@@ -23,7 +23,8 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from tfmodel_server.demo.data import load_digits_split
+
+from tfmodel_devcluster.demo.data import load_digits_split
 
 GRPC_PORT, REST_PORT = 8500, 8501
 SIGNATURE = "predict_images"

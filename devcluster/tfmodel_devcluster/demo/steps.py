@@ -1,8 +1,8 @@
 """The demo's steps on a running cluster: helm install, export, apply, query, canary rollout.
 
 Nothing here prints; each step returns what the demo shows (and what its test asserts).
-TensorFlow runs only in subprocesses (`tfmodel-demo export`, client.py), whose output goes to
-the log file the caller names, so the terminal stays readable.
+TensorFlow runs only in subprocesses (`tfmodel-demo export`, service_client.py), whose output
+goes to the log file the caller names, so the terminal stays readable.
 """
 
 from __future__ import annotations
@@ -92,12 +92,12 @@ def models_root(cluster: Cluster) -> Path:
 def export_models(cluster: Cluster, log_file: Path) -> Path:
     """Train and export versions 1 and 2 of the tutorial model onto the node's model volume."""
     base = models_root(cluster) / NAME
-    tool = Path(sys.executable).parent / "tfmodel-demo"
+    tool = [sys.executable, "-m", "tfmodel_devcluster.demo"]  # = tfmodel-demo
     with log_file.open("a") as out:
         for version, iterations in ITERATIONS.items():
             if (base / str(version)).exists():
                 continue
-            cmd = [str(tool), "export", f"--training_iteration={iterations}",
+            cmd = [*tool, "export", f"--training_iteration={iterations}",
                    f"--model_version={version}", str(base)]  # fmt: skip
             out.write(f"$ {' '.join(cmd)}\n")
             out.flush()
@@ -209,7 +209,7 @@ def service_ip(cluster: Cluster) -> str:
 
 # --- clients (inside the node's network namespace) ------------------------------------------
 def _client(cluster: Cluster, *args: str) -> list[str]:
-    return cluster.in_netns([sys.executable, "-m", "tests.cluster.demo.client", *args])
+    return cluster.in_netns([sys.executable, "-m", "tfmodel_devcluster.demo.service_client", *args])
 
 
 def query(cluster: Cluster, label: str, num_tests: int, log_file: Path) -> dict[str, Any]:

@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tfmodel_server.demo.client import do_inference, format_error_rate
-from tfmodel_server.demo.export import export_model
+from tfmodel_devcluster.demo.export import export_model
+from tfmodel_devcluster.demo.mnist_client import do_inference, format_error_rate
 
 MODEL_NAME = "mnist"
 V1_ITERATIONS = 100
