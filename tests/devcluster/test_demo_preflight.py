@@ -7,7 +7,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from tfmodel_devcluster import cluster as cluster_mod
+from tfmodel_devcluster import host
 from tfmodel_devcluster.demo import cli, preflight
 from tfmodel_devcluster.demo.preflight import DemoEnvError
 
@@ -47,7 +47,7 @@ def test_main_prints_the_message_and_exits_2(monkeypatch, capsys, tmp_path: Path
         raise DemoEnvError("needs root")
 
     monkeypatch.setattr(preflight, "check_root", not_root)
-    monkeypatch.setattr(cluster_mod, "LOG_HOOK", None)  # run() sets it: restored after the test
+    monkeypatch.setattr(host, "LOG_HOOK", None)  # run() sets it: restored after the test
     assert cli.main(["cluster", "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "cannot run the demo: needs root" in err and "Traceback" not in err

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tfmodel_devcluster import cluster as cluster_mod
+from tfmodel_devcluster import host
 from tfmodel_devcluster.cluster import REPO_ROOT, Cluster, ClusterError
 from tfmodel_devcluster.demo import preflight, report, steps
 from tfmodel_devcluster.demo.preflight import DemoEnvError
@@ -118,7 +119,7 @@ def run(keep: bool, api_port: int, workdir: Path) -> int:
     png_path.unlink(missing_ok=True)  # "plot:" below names only this run's
     log_path.write_text(f"tfmodel demo {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     out = Out(log_path)
-    cluster_mod.LOG_HOOK = out.log  # the cluster's own lines: log file only
+    host.LOG_HOOK = out.log  # the cluster's own lines: log file only
     print("tfmodel demo: a TFModel on a real single-node Kubernetes cluster, then a canary rollout")
     print(f"      log (TensorFlow and cluster output): {log_path}")
     summary: list[tuple[str, str]] = []
@@ -283,7 +284,7 @@ def down() -> int:
     data_dir = Path(pointer.read_text().strip())
     from tfmodel_devcluster.cli import down as cluster_down
 
-    cluster_mod.LOG_HOOK = lambda line: None
+    host.LOG_HOOK = lambda line: None
     if data_dir.exists():
         cluster_down(data_dir)
     pointer.unlink()
