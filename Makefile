@@ -9,14 +9,26 @@ PYTHON ?= python3
 KEEP ?=
 DEMO_API_PORT ?= 16443
 
-.PHONY: setup demo demo-down demo-server test lint bench bench-quick
+.PHONY: setup lock demo demo-down demo-server test lint bench bench-quick
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every dependency of every extra (the lock): the venv, both images
+# (Dockerfile.server, Dockerfile.operator) and CI install through it.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[server,operator,demo,dev]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[server,operator,demo,dev]'
 	touch $@
+
+# Regenerate the lock after a dependency changes in pyproject.toml (tests/project/test_lock.py
+# fails until then). Linux x86_64, Python 3.11: what the venv, the images and CI run.
+UV_VERSION ?= 0.13.10
+lock:
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/uv || $(VENV)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' \
+	  --quiet -o constraints.txt
 
 demo: setup
 	$(VENV)/bin/python -m tfmodel_devcluster.demo cluster --api-port=$(DEMO_API_PORT) $(if $(filter-out 0,$(KEEP)),--keep)

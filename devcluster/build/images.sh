@@ -109,7 +109,7 @@ context_hash() {
   (
     cd "$ROOT"
     echo "$BASE_HASH"
-    find "$dockerfile" .dockerignore pyproject.toml server operator -type f \
+    find "$dockerfile" .dockerignore pyproject.toml constraints.txt server operator -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -not -path '*.egg-info*' -print0 |
       sort -z | xargs -0 sha256sum
   ) | sha256sum | cut -c1-12
