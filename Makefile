@@ -9,7 +9,7 @@ PYTHON ?= python3
 KEEP ?=
 DEMO_API_PORT ?= 16443
 
-.PHONY: setup lock demo demo-down demo-server test lint bench bench-quick
+.PHONY: setup lock demo demo-down demo-server test lint images push bench bench-quick
 setup: $(VENV)/.installed
 
 # constraints.txt pins every dependency of every extra (the lock): the venv, both images
@@ -45,6 +45,15 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The two images for a cluster of your own (docs/own-cluster.md), with docker, podman or buildah:
+#   make images [REGISTRY=registry.example.com/ml] [TAG=...]   then   make push REGISTRY=...
+REGISTRY ?=
+images:
+	REGISTRY='$(REGISTRY)' bash scripts/images.sh build
+
+push: images
+	REGISTRY='$(REGISTRY)' bash scripts/images.sh push
 
 # The whole benchmark matrix (tfmodel, MLServer, KServe, the limits, the compute-bound CNN);
 # writes docs/benchmarks.md. `make bench-quick` (or BENCH_ARGS=--quick) takes a few minutes.
