@@ -143,7 +143,7 @@ def run(keep: bool, api_port: int, workdir: Path) -> int:
         )
     with ticker(out, "building" if cold else "checking the caches", cluster_mod.build_log()):
         built = cluster_mod.build_all()
-    # Warm but slow: a change under server/, operator/ or README rebuilt the images.
+    # Warm but slow: a change under server/, operator/ or the lock rebuilt the images.
     how = "built" if cold else ("rebuilt what changed" if time.monotonic() - t > 60 else "cached")
     out.info(f"ready in {_took(t)} ({how})")
     summary.append(("build", f"{_took(t)} ({'cold' if cold else 'warm'})"))

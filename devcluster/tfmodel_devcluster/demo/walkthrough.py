@@ -1,4 +1,4 @@
-"""The README walk-through end to end: export v1, serve, query, export v2, hot swap, query again.
+"""`make demo-server`: export v1, serve, query, export v2, hot swap, query again.
 
 Drives a real `tfmodel-server` process on free local ports and stops it with SIGTERM, which
 must drain and exit 0. Returns non-zero if any step fails.
