@@ -17,8 +17,7 @@ from tfmodel_devcluster.host import SYS_PATH, ClusterError, cache_dir, log
 # Dockerfiles, the chart, the Go modules): devcluster/ sits at the repository's root.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = REPO_ROOT / "devcluster" / "build"
-APISERVER_BUILD = BUILD_DIR / "apiserver" / "build.sh"
-NODE_BUILD = BUILD_DIR / "nodebin" / "build.sh"
+GO_BUILD = BUILD_DIR / "go-build.sh"  # `go-build.sh apiserver|node`
 IMAGES_BUILD = BUILD_DIR / "images.sh"
 TOOLS_SCRIPT = REPO_ROOT / "scripts" / "install-k8s-tools.sh"
 
@@ -101,8 +100,8 @@ def check_prerequisites() -> None:
 
 def build_all() -> Built:
     """Binaries and images, each from its per-machine cache (built on first use)."""
-    apiserver = Path(run_script(APISERVER_BUILD)[-1])
-    node_bin = Path(run_script(NODE_BUILD)[-1])
+    apiserver = Path(run_script(GO_BUILD, "apiserver")[-1])
+    node_bin = Path(run_script(GO_BUILD, "node")[-1])
     run_script(TOOLS_SCRIPT, str(cache_dir() / "bin"))
     images: dict[str, tuple[str, Path]] = {}
     for line in run_script(IMAGES_BUILD, "pause", "server", "operator"):

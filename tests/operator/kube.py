@@ -28,7 +28,7 @@ import kubernetes
 from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "devcluster" / "build" / "apiserver" / "build.sh"
+BUILD_SCRIPT = REPO_ROOT / "devcluster" / "build" / "go-build.sh"
 TOOLS_SCRIPT = REPO_ROOT / "scripts" / "install-k8s-tools.sh"
 K8S_VERSION = "v1.33.13"
 
@@ -62,7 +62,7 @@ def build_apiserver() -> Path:
     env["PATH"] = f"{env.get('PATH', '')}:/usr/local/bin"
     try:
         done = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
+            ["bash", str(BUILD_SCRIPT), "apiserver"],
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT_S,
