@@ -214,9 +214,29 @@ def _client(cluster: Cluster, *args: str) -> list[str]:
 
 def query(cluster: Cluster, label: str, num_tests: int, log_file: Path) -> dict[str, Any]:
     """The tutorial's error rate through the Service, over gRPC and over REST, for `label`."""
+    args = ["query", service_ip(cluster), NAME, label, str(num_tests)]
+    return _run_client(cluster, args, log_file, f"the {label} query")
+
+
+def predict_once(
+    cluster: Cluster,
+    host: str,
+    model: str,
+    label: str = "-",
+    call: dict[str, Any] | None = None,
+    log_file: Path | None = None,
+) -> dict[str, Any]:
+    """One gRPC and one REST predict against `host` (a ClusterIP or a pod IP): the gRPC
+    answer's version and both outputs. `call`: service_client's INPUT (default: a digit)."""
+    args = ["once", host, model, label, *([json.dumps(call)] if call else [])]
+    log = log_file or cluster.data_dir / "logs" / "service-client.log"
+    return _run_client(cluster, args, log, f"one predict on {model}")
+
+
+def _run_client(cluster: Cluster, args: list[str], log_file: Path, what: str) -> dict[str, Any]:
     with log_file.open("a") as err:
         done = subprocess.run(
-            _client(cluster, "query", service_ip(cluster), NAME, label, str(num_tests)),
+            _client(cluster, *args),
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -225,23 +245,34 @@ def query(cluster: Cluster, label: str, num_tests: int, log_file: Path) -> dict[
             timeout=600,
         )
     if done.returncode != 0:
-        raise StepError(f"the {label} query failed (exit {done.returncode}, see {log_file})")
+        raise StepError(f"{what} failed (exit {done.returncode}, see {log_file})")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
 class Loop:
-    """client.py's loop on the Service's `stable` label while the rollout runs."""
+    """service_client.py's loop (gRPC and REST alternately, one long-lived channel) while
+    something changes: by default on the demo's Service and its `stable` label."""
 
-    def __init__(self, cluster: Cluster, log_file: Path, max_s: float = 900) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        log_file: Path,
+        max_s: float = 900,
+        *,
+        host: str | None = None,
+        model: str = NAME,
+        label: str = "stable",
+        call: dict[str, Any] | None = None,
+    ) -> None:
         token = secrets.token_hex(4)
         self.stop_file = cluster.data_dir / f"demo-stop-{token}"
         self.out_path = cluster.data_dir / f"demo-loop-{token}.json"
         self._out = self.out_path.open("w")
         self._err = log_file.open("a")
+        args = ["loop", host or service_ip(cluster), model, label, str(self.stop_file), str(max_s)]
         self.proc = subprocess.Popen(
-            _client(cluster, "loop", service_ip(cluster), NAME, "stable", str(self.stop_file),
-                    str(max_s)),
+            _client(cluster, *args, *([json.dumps(call)] if call else [])),
             stdout=self._out, stderr=self._err, cwd=REPO_ROOT, env=_quiet_env(),
             start_new_session=True,
         )  # fmt: skip
