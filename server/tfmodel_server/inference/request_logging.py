@@ -273,6 +273,7 @@ class RequestLogger:
     ) -> bool:
         """Queue one record's builder; never blocks. False (and counted) when full."""
         item = _Item(plan, served, time.time(), build, nbytes)
+        self.stats.picked(plan.model_name)
         with self._cond:
             if self._closing or (
                 self._queue

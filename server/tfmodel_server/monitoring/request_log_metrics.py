@@ -1,4 +1,6 @@
-"""Request log metrics (tfmodel): records written, dropped (and why), bytes.
+"""Request log metrics (tfmodel): requests sampled, records written, dropped (and why), bytes.
+
+sampled = records + dropped once the writer has caught up.
 
 Kept apart from metrics.py so the request logger counts even when Prometheus is
 off; extensions.py registers these families on the metrics page when it is on.
@@ -18,6 +20,12 @@ DROP_SHUTDOWN = "shutdown"  # still queued when the drain deadline passed
 
 class RequestLogStats:
     def __init__(self) -> None:
+        self.sampled = _Counter(
+            ":tfmodel:request_log_sampled",
+            "Successful requests the sampling_rate picked for the request log.",
+            ["model_name"],
+            typ="counter",
+        )
         self.records = _Counter(
             ":tfmodel:request_log_records",
             "PredictionLog records written to the request log.",
@@ -38,7 +46,10 @@ class RequestLogStats:
         )
 
     def register(self, registry: CollectorRegistry) -> None:
-        registry.register(_Families([self.records, self.dropped, self.bytes]))
+        registry.register(_Families([self.sampled, self.records, self.dropped, self.bytes]))
+
+    def picked(self, model_name: str) -> None:
+        self.sampled.inc((model_name,))
 
     def written(self, model_name: str, nbytes: int) -> None:
         self.records.inc((model_name,))
