@@ -58,6 +58,9 @@ DEFAULT_QUEUE_RECORDS = 1024
 DEFAULT_QUEUE_BYTES = 64 << 20
 _ERROR_LOG_INTERVAL = 60.0  # seconds between two error lines for one prefix
 _RETRY_AFTER_ERROR = 5.0  # seconds a failing prefix drops records before trying again
+# The writer wakes this often, or sooner when the queue is half full: waking it for
+# every record would make it fight the event loop for the GIL at request rate.
+WRITE_INTERVAL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,7 @@ class RequestLogger:
         self._queued_bytes = 0
         self._closing = False
         self._prune = False
+        self._idle = False
         self._writers: dict[str, RotatingRecordWriter] = {}
         self._last_error_log: dict[str, float] = {}
         self._failing_until: dict[str, float] = {}
@@ -287,10 +291,18 @@ class RequestLogger:
                 full = False
                 self._queue.append(item)
                 self._queued_bytes += nbytes
-                self._cond.notify()
+                if self._idle or self._half_full():
+                    self._idle = False
+                    self._cond.notify()
         if full:
             self.stats.drop(plan.model_name, DROP_QUEUE_FULL)
         return not full
+
+    def _half_full(self) -> bool:
+        return (
+            len(self._queue) * 2 >= self.options.queue_records
+            or self._queued_bytes * 2 >= self.options.queue_bytes
+        )
 
     # -- shutdown --
 
@@ -314,7 +326,11 @@ class RequestLogger:
         while True:
             with self._cond:
                 while not self._queue and not self._closing and not self._prune:
+                    self._idle = True  # the next record wakes it
                     self._cond.wait()
+                self._idle = False
+                if not self._closing and not self._prune and not self._half_full():
+                    self._cond.wait(WRITE_INTERVAL_SECONDS)  # let a batch gather
                 batch = list(self._queue)
                 self._queue.clear()
                 self._queued_bytes = 0
