@@ -15,6 +15,8 @@ VENV="${VENV:-.venv}"
 # kube-apiserver test binary built from Go modules (both cached per machine).
 PYTHON="$VENV/bin/python" bash scripts/install-k8s-tools.sh
 bash tests/apiserver/build.sh >/dev/null
+# The S3 server of the object-storage tests: SeaweedFS built from its Go module (cached).
+bash tests/objectstore/build.sh >/dev/null
 # The `cluster` tests (tests/cluster): Debian packages for containerd, CNI, buildah. Their
 # binaries and images are built (and cached per machine) by the session fixture itself.
 bash scripts/install-cluster-deps.sh
