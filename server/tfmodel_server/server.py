@@ -184,11 +184,15 @@ class ModelServer:
         shutdown: the next container in the pod reuses the cache."""
         if self._stopping:
             return
+        keep: dict[str, set[int]] = {}  # per base path: two models may share one
+        names: dict[str, str] = {}
         for info in self.manager.list_models():
-            if not s3.is_s3_url(info.base_path):
-                continue
-            keep = {v.version for v in info.versions if v.state != END}
-            self.model_cache.evict_except(info.name, info.base_path, keep)
+            if s3.is_s3_url(info.base_path):
+                held = {v.version for v in info.versions if v.state != END}
+                keep.setdefault(info.base_path, set()).update(held)
+                names.setdefault(info.base_path, info.name)
+        for base_path, versions in keep.items():
+            self.model_cache.evict_except(names[base_path], base_path, versions)
 
     def _refresh_pending_labels(self) -> None:
         self.rest_state.config_status["pending_labels"] = self.core.pending_labels()

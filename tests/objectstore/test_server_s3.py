@@ -218,3 +218,37 @@ def test_unreachable_endpoint_keeps_serving(weed_binary, tmp_path):
             assert client.failures == []
             assert client.ok > 0
             assert server.version_states("linear") == {1: "AVAILABLE"}
+
+
+def test_model_config_file_in_the_bucket_is_polled(seaweed, bucket, tmp_path):
+    """--model_config_file=s3://... (the PAI-EAS layout): read at start, re-read every
+    --model_config_file_poll_wait_seconds; a second model added to it is served."""
+    cli = seaweed.client()
+    upload_dir(cli, export_linear(tmp_path / "a", 1, a=0.5), bucket, "tf_serving/linear/1")
+    upload_dir(cli, export_linear(tmp_path / "b", 1, a=2.0), bucket, "tf_serving/other/1")
+
+    def config(*names: str) -> bytes:
+        entries = "".join(
+            f'  config {{ name: "{n}" base_path: "s3://{bucket}/tf_serving/{n}" '
+            'model_platform: "tensorflow" }\n'
+            for n in names
+        )
+        return f"model_config_list {{\n{entries}}}\n".encode()
+
+    cli.put_object(Bucket=bucket, Key="tf_serving/model_config.pbtxt", Body=config("linear"))
+    with ServerProcess(
+        f"--model_config_file=s3://{bucket}/tf_serving/model_config.pbtxt",
+        "--model_config_file_poll_wait_seconds=1",
+        f"--file_system_poll_wait_seconds={POLL}",
+        f"--model_cache_dir={tmp_path / 'cache'}",
+        "--s3_addressing_style=path",
+        env=seaweed.env(),
+    ) as server:
+        server.wait_ready()
+        assert predict(server) == 2.5
+        cli.put_object(
+            Bucket=bucket, Key="tf_serving/model_config.pbtxt", Body=config("linear", "other")
+        )
+        server.wait_versions("other", {1: "AVAILABLE"}, timeout=60)
+        assert predict(server, model="other") == 4.0
+        assert predict(server) == 2.5

@@ -62,8 +62,7 @@ class ObjectStoreSource:
         try:
             loc = s3.parse_s3_url(base_path)
             cli = s3.client(self.settings)
-            versions = list(s3.iter_version_names(s3.list_children(cli, loc)))
-            listings = {v: (n, s3.list_objects(cli, loc.child(n))) for v, n in versions}
+            groups = s3.group_by_version(s3.list_objects(cli, loc))
         except (ValueError, s3.ObjectStoreError) as e:
             state.error = f"Could not list base path {base_path} for servable {name}: {e}"
             if self._last_error.get(name) != state.error:
@@ -80,7 +79,8 @@ class ObjectStoreSource:
         offered = self._offered.get(name, {})
         seen: dict[int, Fingerprint] = {}
         new_offered: dict[int, VersionDir] = {}
-        for version, (child, objects) in sorted(listings.items()):
+        for child, objects in sorted(groups.items()):
+            version = int(child)
             if version in seen:
                 log.warning("Servable %s: two prefixes for version %d", name, version)
                 continue

@@ -14,7 +14,6 @@ import hashlib
 import os
 import posixpath
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,23 +136,9 @@ def _botocore_errors() -> tuple[type[BaseException], ...]:
     return (bex.BotoCoreError, bex.ClientError)
 
 
-def list_children(cli: Any, loc: S3Location) -> list[str]:
-    """Names of the 'directories' directly under loc (CommonPrefixes), sorted."""
-    prefix = loc.key() + "/" if loc.prefix else ""
-    names: list[str] = []
-    try:
-        paginator = cli.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/"):
-            for cp in page.get("CommonPrefixes", []):
-                names.append(cp["Prefix"][len(prefix) :].rstrip("/"))
-    except _botocore_errors() as e:
-        raise ObjectStoreError(describe_error(e)) from None
-    return sorted(names)
-
-
 def list_objects(cli: Any, loc: S3Location) -> list[ObjectInfo]:
     """Every object under loc/ (recursively), relative paths sorted; directory markers skipped."""
-    prefix = loc.key() + "/"
+    prefix = loc.key() + "/" if loc.prefix else ""
     found: list[ObjectInfo] = []
     try:
         paginator = cli.get_paginator("list_objects_v2")
@@ -226,8 +211,13 @@ def read_object(cli: Any, url: str, limit: int = 64 << 20) -> bytes:
     return data
 
 
-def iter_version_names(names: list[str]) -> Iterator[tuple[int, str]]:
-    """(version, name) for the numeric names: as the file system source, '007' is 7."""
-    for name in names:
-        if name and name.isascii() and name.isdigit():
-            yield int(name), name
+def group_by_version(objects: list[ObjectInfo]) -> dict[str, list[ObjectInfo]]:
+    """One recursive listing of a base path -> {numeric first component: its objects,
+    relative to it}. A single paginated LIST per poll, however many versions there are
+    (a LIST per version prefix would cost a request per version per poll)."""
+    groups: dict[str, list[ObjectInfo]] = {}
+    for obj in objects:
+        head, sep, rest = obj.relpath.partition("/")
+        if sep and rest and head.isascii() and head.isdigit():
+            groups.setdefault(head, []).append(ObjectInfo(rest, obj.size, obj.etag))
+    return groups
