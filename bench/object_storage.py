@@ -1,7 +1,7 @@
 """Models in a bucket: seconds from an upload's last byte to every server serving the
 version, and bytes each server fetched per version (target: each version once).
 
-Runs SeaweedFS (tests/objectstore/build.sh, built from source and cached) on 127.0.0.1
+Runs SeaweedFS (devcluster/build/go-build.sh seaweedfs: built from source, cached) on 127.0.0.1
 and N tfmodel-server processes on s3://, each with its own --model_cache_dir (N pods).
 Every version carries a padding asset so a download takes measurable time. Then one
 server restarts on its cache: bytes fetched must be 0 (the store's GetObject counter).

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ports import free_port
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 ACCESS_KEY = "tfmodel-test-access"
 SECRET_KEY = "tfmodel-test-secret-0123456789"
 REGION = "us-east-1"
@@ -29,9 +29,12 @@ STARTUP_TIMEOUT = 120.0
 
 
 def build() -> str:
-    """The cached `weed` binary (tests/objectstore/build.sh builds it once per machine)."""
+    """The cached `weed` binary (devcluster/build/go-build.sh builds it once per machine)."""
     out = subprocess.run(
-        ["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(REPO / "devcluster" / "build" / "go-build.sh"), "seaweedfs"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     return out.stdout.strip().splitlines()[-1]
 
