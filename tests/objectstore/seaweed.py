@@ -160,13 +160,13 @@ class SeaweedS3:
         return values
 
     def get_object_count(self, bucket: str) -> int:
-        """GetObject requests the S3 gateway answered 200/206 for bucket."""
+        """GetObject requests (type GET) the S3 gateway answered 200/206 for bucket."""
         total = 0.0
         for (name, labels), value in self.metrics().items():
             d = dict(labels)
             if (
                 name == "SeaweedFS_s3_request_total"
-                and d.get("type") == "GetObject"
+                and d.get("type") == "GET"
                 and d.get("bucket") == bucket
                 and d.get("code") in ("200", "206")
             ):
@@ -174,7 +174,7 @@ class SeaweedS3:
         return int(total)
 
     def sent_bytes(self, bucket: str) -> int:
-        """Bytes the S3 gateway sent for bucket (object bodies and listings)."""
+        """Object bytes the S3 gateway sent for bucket (GET bodies; listings count 0)."""
         for (name, labels), value in self.metrics().items():
             if (
                 name == "SeaweedFS_s3_bucket_traffic_sent_bytes_total"

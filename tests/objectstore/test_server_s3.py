@@ -142,9 +142,10 @@ def test_restart_reuses_the_cache(seaweed, bucket, tmp_path):
     with s3_server(seaweed, base, cache) as server:
         server.wait_ready()
         assert predict(server) == 2.5
-    gets = seaweed.get_object_count(bucket)
+    gets, sent = seaweed.get_object_count(bucket), seaweed.sent_bytes(bucket)
     files = sum(1 for p in v1.rglob("*") if p.is_file())
     assert gets == files
+    assert sent == sum(p.stat().st_size for p in v1.rglob("*") if p.is_file())
 
     with s3_server(seaweed, base, cache) as server:
         server.wait_ready()
@@ -152,7 +153,9 @@ def test_restart_reuses_the_cache(seaweed, bucket, tmp_path):
         entry = requests.get(f"{server.rest}/v1/cache", timeout=5).json()["models"]["linear"]["1"]
         assert entry["state"] == "cached" and entry["bytes_fetched"] == 0
         assert "reusing" in server.log()
-    assert seaweed.get_object_count(bucket) == gets  # 0 GetObject: 0 bytes of the model
+    # The store's own counters: 0 GetObject requests, 0 bytes sent.
+    assert seaweed.get_object_count(bucket) == gets
+    assert seaweed.sent_bytes(bucket) == sent
 
     # Changed content under the same version number: the cache no longer matches.
     v1b = export_linear(tmp_path / "other", 1, a=4.0, b=2.0)
