@@ -94,10 +94,12 @@ class SeaweedS3:
             f"-master.port={ports['master']}",
             f"-master.port.grpc={grpc['master']}",
             "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=64",
+            # Every bucket is a collection that grows volumes of its own: small volumes, no
+            # fixed count (0 = as many as the disk holds; nothing is preallocated).
+            "-master.volumeSizeLimitMB=32",
             f"-volume.port={ports['volume']}",
             f"-volume.port.grpc={grpc['volume']}",
-            "-volume.max=20",
+            "-volume.max=0",
             "-filer",
             f"-filer.port={ports['filer']}",
             f"-filer.port.grpc={grpc['filer']}",
