@@ -139,6 +139,7 @@ def main() -> None:
                     "version_bytes": per_server[0].get("bytes_total"),
                     "seconds_to_served": served_after,
                     "bytes_fetched_per_server": [s.get("bytes_fetched") for s in per_server],
+                    "download_seconds_per_server": [s.get("download_seconds") for s in per_server],
                     "store_get_objects": store.get_object_count(BUCKET) - gets_before,
                     "store_sent_bytes": store.sent_bytes(BUCKET) - sent_before,
                 }
@@ -175,6 +176,17 @@ def main() -> None:
         "versions": rows,
         "upload_to_served_p50_seconds": statistics.median(delays),
         "upload_to_served_max_seconds": max(delays),
+        # The target: within two polls plus the download, for every server and version.
+        "within_two_polls_plus_download": all(
+            d <= 2 * args.poll + dl
+            for row in rows
+            for d, dl in zip(
+                row["seconds_to_served"], row["download_seconds_per_server"], strict=True
+            )
+        ),
+        "download_seconds_p50": statistics.median(
+            dl for row in rows for dl in row["download_seconds_per_server"]
+        ),
         "each_version_fetched_once_per_server": all(
             b == row["version_bytes"] for row in rows for b in row["bytes_fetched_per_server"]
         ),

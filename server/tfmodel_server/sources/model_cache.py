@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic
@@ -43,6 +44,7 @@ class CacheEntry:
     state: str
     bytes_fetched: int = 0  # downloaded by this process, all attempts
     bytes_total: int = 0  # the version's size in the store
+    download_seconds: float = 0.0  # the last download, listing to rename
     path: str = ""
     error: str = ""
 
@@ -128,6 +130,7 @@ class ModelCache:
             return final
         with self._lock:
             entry.state = DOWNLOADING
+        started = time.monotonic()
         parent = os.path.dirname(final)
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{version}-{os.getpid()}-")
@@ -158,7 +161,14 @@ class ModelCache:
             raise
         with self._lock:
             entry.state = CACHED
-        log.info("Servable %s version %d: downloaded into %s", model, version, final)
+            entry.download_seconds = round(time.monotonic() - started, 3)
+        log.info(
+            "Servable %s version %d: downloaded into %s in %.2fs",
+            model,
+            version,
+            final,
+            entry.download_seconds,
+        )
         return final
 
     @staticmethod
