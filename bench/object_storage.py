@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -195,6 +196,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)  # kept only when a step failed, for its logs
     print(json.dumps({k: v for k, v in result.items() if k != "versions"}, indent=2))
 
 
