@@ -265,7 +265,10 @@ def test_too_few_requests_wait_then_roll_back_at_the_deadline():
         None,
     )
     assert "waiting for traffic: 4 of 20 requests" in state.message
-    state, event = rollout.advance(moved, state, fleet.seen(), at(132))  # started at 2: + 30 s pause + 100
+    # The window began at 2 s: its 30 s pause and the 100 s deadline end at 132 s.
+    state, event = rollout.advance(moved, state, fleet.seen(), at(131))
+    assert state.phase == "Progressing" and event is None
+    state, event = rollout.advance(moved, state, fleet.seen(), at(132))
     assert (state.phase, state.stable, event.reason) == ("RolledBack", 1, "RolloutRolledBack")
     assert "no verdict 100 s after step 1's pause (progressDeadlineSeconds)" in state.message
     assert "waiting for traffic: 4 of 20 requests" in state.message
