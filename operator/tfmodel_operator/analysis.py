@@ -25,6 +25,7 @@ from .promtext import VersionFigures
 from .spec import Analysis
 
 SUCCESSFUL, FAILED, INCONCLUSIVE = "Successful", "Failed", "Inconclusive"
+P99_SAMPLES = 100  # the relative p99 check needs this many requests on both sides
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def judge(analysis: Analysis, canary: VersionFigures, stable: VersionFigures) ->
       - relative: canary fault ratio > stable's + maxFaultRatioIncrease; canary p99 >
         stable p99 * maxLatencyP99Factor (and by more than latencyToleranceMs). Stable's
         figures are the reference only with minRequests of its own in the window; else the
-        fault ratio is held to the margin alone and p99 is not compared.
+        fault ratio is held to the margin alone. p99s are compared only with at least
+        max(minRequests, P99_SAMPLES) requests on both sides.
       - absolute (when set): fault ratio > maxErrorRatio; p99 > maxLatencyP99Ms.
     Inconclusive with fewer than minRequests canary requests.
     """
@@ -145,7 +147,9 @@ def judge(analysis: Analysis, canary: VersionFigures, stable: VersionFigures) ->
                 f"{analysis.max_fault_ratio_increase:g}"
             )
     c_p99, s_p99 = c.latency_p99_ms, s.latency_p99_ms
-    if analysis.max_latency_p99_factor is not None and stable_ok and c_p99 and s_p99:
+    # Below P99_SAMPLES a p99 is the slowest request or two: one hiccup, not a trend.
+    sampled = min(c.requests, s.requests) >= max(analysis.min_requests, P99_SAMPLES)
+    if analysis.max_latency_p99_factor is not None and sampled and c_p99 and s_p99:
         limit = max(s_p99 * analysis.max_latency_p99_factor, s_p99 + analysis.latency_tolerance_ms)
         if c_p99 > limit:
             failures.append(

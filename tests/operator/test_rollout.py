@@ -239,6 +239,17 @@ def test_slow_canary_rolls_back_by_the_factor():
     assert state.canary.latency_p99_ms > 2 * state.reference.latency_p99_ms
 
 
+def test_a_p99_of_few_requests_is_not_compared():
+    """50 canary requests: their p99 is the slowest one, not a trend (absolute limits still
+    apply when set)."""
+    fleet = Fleet()
+    moved, state = started(fleet)
+    fleet.serve(2, 50, latency_us=40_000)
+    fleet.serve(1, 900, latency_us=800)
+    state, _ = rollout.advance(moved, state, fleet.seen(), at(40))
+    assert (state.phase, state.step) == ("Progressing", 1)
+
+
 def test_latency_within_the_factor_or_the_tolerance_passes():
     fleet = Fleet()
     moved, state = started(fleet)
