@@ -548,7 +548,7 @@ def test_prometheus_figures_count_server_faults_only():
     assert (both.requests, both.faults) == (200.0, 20.0)
     assert version_figures(SCRAPE, "lin", 3).latency_quantile_ms(0.99) is None
     with pytest.raises(ValueError):
-        model_figures('lin{model_name="lin" 3\n', "lin")
+        model_figures(':tfmodel:request_count_total{model_name="lin",version="2" x\n', "lin")
 
 
 @pytest.mark.parametrize(
