@@ -94,8 +94,10 @@ def model_figures(text: str, model: str) -> dict[int, VersionFigures]:
     """Every version of `model` in one scrape (ValueError: not Prometheus text)."""
     out: dict[int, VersionFigures] = {}
     # The parser reads only the two families' lines of this model: a server's page is
-    # mostly other families (TF Serving's, batching, loads), and parsing all of it cost
-    # about 4x the old regex scan per pod (bench: tests' 261-line page, 2 versions).
+    # mostly other families (TF Serving's, batching, loads). Filtered, it costs 2-2.6x the
+    # regex scan it replaced per pod, unfiltered about 4x (`python -m bench.promtext_parse`,
+    # a 261-line page on the loaded 2-core machine: 38-43 ms against 17-19 ms); kept for
+    # the format's escapes and number forms, which the regex only approximated.
     label = f'model_name="{model}"'
     lines = "\n".join(
         line
