@@ -179,15 +179,14 @@ def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Pro
 class PodView:
     """What the TFModel's running pods answered this round."""
 
-    answers: list[PodAnswer] = field(default_factory=list)
+    reports: list[dict[str, Any]]  # GET /v1/models bodies
+    unreachable: int
+    answers: list[PodAnswer] = field(default_factory=list)  # every running pod's (analysis)
 
-    @property
-    def reports(self) -> list[dict[str, Any]]:  # GET /v1/models bodies
-        return [a.models for a in self.answers if a.models is not None]
-
-    @property
-    def unreachable(self) -> int:
-        return sum(1 for a in self.answers if a.models is None)
+    @classmethod
+    def of(cls, answers: list[PodAnswer]) -> PodView:
+        reports = [a.models for a in answers if a.models is not None]
+        return cls(reports, len(answers) - len(reports), answers)
 
 
 _pod_client: PodClient | None = None
@@ -206,7 +205,7 @@ def observe_pods(
     api: ApiClient, namespace: str, tfmodel: str, scrape: bool, client: PodClient | None = None
 ) -> PodView:
     pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(tfmodel))
-    return PodView((client or default_pod_client()).ask(pods, metrics=scrape))
+    return PodView.of((client or default_pod_client()).ask(pods, metrics=scrape))
 
 
 def pod_scrapes(model: str, pods: PodView) -> tuple[PodScrape, ...]:
