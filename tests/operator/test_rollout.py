@@ -584,3 +584,30 @@ def test_minus_detects_a_reset():
     before = VersionFigures(requests=8, buckets={1000.0: 8.0, float("inf"): 8.0})
     assert now.minus(before) is None
     assert before.minus(now) == VersionFigures(requests=3, buckets={1000.0: 3.0, float("inf"): 3.0})
+
+
+def test_pod_answers_become_the_analysis_input():
+    """reconcile's hand-over: every running pod with its UID and restarts; a pod whose page is
+    missing or not Prometheus text counts as not answering."""
+    from tfmodel_operator.probe import PodAnswer
+    from tfmodel_operator.reconcile import PodView, canary_observation
+
+    available = {
+        "models": [
+            {"name": "lin", "model_version_status": [{"version": "2", "state": "AVAILABLE"}]}
+        ]
+    }
+    view = PodView.of(
+        [
+            PodAnswer("a", 0, available, SCRAPE),
+            PodAnswer("b", 3, available, None),
+            PodAnswer("c", 0, available, ':tfmodel:request_count_total{model_name="lin" x'),
+        ]
+    )
+    assert (len(view.reports), view.unreachable) == (3, 0)
+    seen = canary_observation("lin", 2, view)
+    assert seen.available_everywhere
+    assert [(p.uid, p.restarts) for p in seen.pods] == [("a", 0), ("b", 3), ("c", 0)]
+    assert seen.pods[0].versions[2].faults == 10.0
+    assert seen.pods[1].versions is None and seen.pods[2].versions is None
+    assert analysis.take_baseline(seen.pods) is None
