@@ -27,11 +27,24 @@ class RolloutStep:
     pause_seconds: int = 60
 
 
+ROLL_BACK, PROMOTE = "RollBack", "Promote"
+
+
 @dataclass(frozen=True)
 class Analysis:
+    """How a rollout step is judged (analysis.py); defaults as the CRD's."""
+
+    min_requests: int = 100
+    # Relative to stable over the same window (None: that check is off).
+    max_fault_ratio_increase: float | None = 0.01
+    max_latency_p99_factor: float | None = 2.0
+    latency_tolerance_ms: float = 5.0  # p99 differences below this never fail a step
+    # Absolute, optional.
     max_error_ratio: float | None = None
     max_latency_p99_ms: float | None = None
-    min_requests: int = 100
+    # A step not judged (too few requests, pods not answering) this long after its pause.
+    progress_deadline_seconds: int = 600
+    on_progress_deadline: str = ROLL_BACK  # ROLL_BACK | PROMOTE
 
 
 @dataclass(frozen=True)
@@ -266,18 +279,39 @@ def _rollout(
             f"model {model}: a rollout serves two versions at once; versionPolicy latest "
             "needs numVersions >= 2 (or use specific or all)"
         )
-    analysis = raw.get("analysis") or {}
-    return Rollout(
-        steps=steps,
-        analysis=Analysis(
-            max_error_ratio=(
-                float(analysis["maxErrorRatio"]) if "maxErrorRatio" in analysis else None
-            ),
-            max_latency_p99_ms=(
-                float(analysis["maxLatencyP99Ms"]) if "maxLatencyP99Ms" in analysis else None
-            ),
-            min_requests=int(analysis.get("minRequests", 100)),
+    return Rollout(steps=steps, analysis=_analysis(model, raw.get("analysis") or {}))
+
+
+def _number(raw: dict[str, Any], key: str, default: float | None) -> float | None:
+    return float(raw[key]) if raw.get(key) is not None else default
+
+
+def _analysis(model: str, raw: dict[str, Any]) -> Analysis:
+    compare = bool(raw.get("compareWithStable", True))
+    on_deadline = str(raw.get("onProgressDeadline", ROLL_BACK))
+    if on_deadline not in (ROLL_BACK, PROMOTE):
+        raise SpecError(
+            f"model {model}: rollout.analysis.onProgressDeadline must be {ROLL_BACK} or "
+            f"{PROMOTE}, not {on_deadline!r}"
+        )
+    default = Analysis()
+    return Analysis(
+        min_requests=int(raw.get("minRequests", default.min_requests)),
+        max_fault_ratio_increase=(
+            _number(raw, "maxFaultRatioIncrease", default.max_fault_ratio_increase)
+            if compare
+            else None
         ),
+        max_latency_p99_factor=(
+            _number(raw, "maxLatencyP99Factor", default.max_latency_p99_factor) if compare else None
+        ),
+        latency_tolerance_ms=float(raw.get("latencyToleranceMs", default.latency_tolerance_ms)),
+        max_error_ratio=_number(raw, "maxErrorRatio", None),
+        max_latency_p99_ms=_number(raw, "maxLatencyP99Ms", None),
+        progress_deadline_seconds=int(
+            raw.get("progressDeadlineSeconds", default.progress_deadline_seconds)
+        ),
+        on_progress_deadline=on_deadline,
     )
 
 
