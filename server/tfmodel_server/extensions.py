@@ -13,6 +13,7 @@ from tfmodel_server.monitoring.metrics import (
     load_monitoring_config,
     metrics_handler,
 )
+from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
 from tfmodel_server.servables.tensorflow.warmup import make_warmup_hook
 from tfmodel_server.server import Extensions, StartupError
 
@@ -33,6 +34,8 @@ def build_extensions(options: ServerOptions) -> Extensions:
             ext.rest_routes.append(("GET", monitoring.prometheus_path, metrics_handler(metrics)))
             ext.on_reload = metrics.record_config_reload
             ext.load_observer = metrics.record_model_load
+            ext.request_log_stats = RequestLogStats()
+            ext.request_log_stats.register(metrics.registry)
     if options.enable_batching:
         try:
             params = load_batching_parameters(options.batching_parameters_file or None)

@@ -65,6 +65,11 @@ class ServerOptions:
     event_loop: str = "uvloop"
     drain_timeout_seconds: float = 30.0
     traffic_split_file: str = ""
+    # --- request logging (tfmodel: ModelConfig.logging_config) ---
+    request_log_dir: str = ""
+    request_log_max_file_bytes: int = 64 << 20
+    request_log_queue_records: int = 1024
+    request_log_queue_bytes: int = 64 << 20
     # --- object storage (see _add_object_store_flags) ---
     model_cache_dir: str = "/tmp/tfmodel-model-cache"
     s3_addressing_style: str = "auto"
@@ -172,7 +177,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_object_store_flags(p)
     _add_request_limit_flags(p)
     _add_limit_flags(p)
+    _add_request_log_flags(p)
     return p
+
+
+def _add_request_log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--request_log_dir",
+        default="",
+        help="tfmodel: directory of the request logs that model configs' logging_config asks "
+        "for; a relative log_collector_config.filename_prefix (default: the model name) is "
+        "taken in it",
+    )
+    p.add_argument(
+        "--request_log_max_file_bytes",
+        type=int,
+        default=64 << 20,
+        help="tfmodel: a request log file is closed and the next one started at this size",
+    )
+    p.add_argument(
+        "--request_log_queue_records",
+        type=int,
+        default=1024,
+        help="tfmodel: sampled requests waiting for the log writer; more are dropped and counted",
+    )
+    p.add_argument(
+        "--request_log_queue_bytes",
+        type=int,
+        default=64 << 20,
+        help="tfmodel: tensor bytes waiting for the log writer; more are dropped and counted",
+    )
 
 
 def _add_object_store_flags(p: argparse.ArgumentParser) -> None:
@@ -392,6 +426,13 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         parser.error("--workers must be at least 1")
     if ns.max_request_decoded_bytes < 1:
         parser.error("--max_request_decoded_bytes must be at least 1")
+    for name in (
+        "request_log_max_file_bytes",
+        "request_log_queue_records",
+        "request_log_queue_bytes",
+    ):
+        if getattr(ns, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(ns, name)}")
     for name in ("port", "rest_api_port"):
         value = getattr(ns, name)
         if not 0 <= value <= 65535:
@@ -435,6 +476,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         event_loop=ns.event_loop,
         drain_timeout_seconds=ns.drain_timeout_seconds,
         traffic_split_file=ns.traffic_split_file,
+        request_log_dir=ns.request_log_dir,
+        request_log_max_file_bytes=ns.request_log_max_file_bytes,
+        request_log_queue_records=ns.request_log_queue_records,
+        request_log_queue_bytes=ns.request_log_queue_bytes,
         model_cache_dir=ns.model_cache_dir,
         s3_addressing_style=ns.s3_addressing_style,
         grpc_socket_path=ns.grpc_socket_path,

@@ -32,12 +32,18 @@ from tfmodel_server.core.manager import AVAILABLE, ManagerOptions, ServableManag
 from tfmodel_server.core.states import END
 from tfmodel_server.errors import ServingError
 from tfmodel_server.flags import ServerOptions
+from tfmodel_server.inference.request_logging import (
+    RequestLogger,
+    RequestLogOptions,
+    plans_from_config,
+)
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
 from tfmodel_server.model_servers import config_file as config_lib
 from tfmodel_server.model_servers import traffic_split
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
+from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
 from tfmodel_server.security import tls
 from tfmodel_server.security.auth import TokenFileError, TokenStore
 from tfmodel_server.security.interceptors import TokenInterceptor, rest_token_middleware
@@ -69,6 +75,7 @@ class Extensions:
     load_observer: Callable | None = None
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
+    request_log_stats: RequestLogStats | None = None  # on the metrics page when enabled
 
 
 def initial_config(
@@ -125,11 +132,21 @@ class ModelServer:
         self.manager.add_listener(self._refresh_pending_labels)
         self.manager.add_listener(self._evict_dropped_versions)
         self.runner: InferenceRunner = self.ext.runner or DirectRunner(options.grpc_max_threads)
+        self.request_log = RequestLogger(
+            RequestLogOptions(
+                directory=options.request_log_dir,
+                max_file_bytes=options.request_log_max_file_bytes,
+                queue_records=options.request_log_queue_records,
+                queue_bytes=options.request_log_queue_bytes,
+            ),
+            self.ext.request_log_stats,
+        )
         self.service = InferenceService(
             self.manager,
             self.runner,
             options.enable_signature_method_name_check,
             options.max_request_decoded_bytes,
+            self.request_log,
         )
         self.rest_state = RestState()
         self._reload_lock = asyncio.Lock()
@@ -162,8 +179,11 @@ class ModelServer:
                 # The file (a ConfigMap in Kubernetes) moves labels once their versions
                 # load, so any rollback is one step; the RPC keeps TF Serving's rule.
                 defer = first or source != "ReloadConfigRequest"
+                # Checked before anything changes, so a bad logging_config refuses the config.
+                log_plans = plans_from_config(cfg, self.request_log.options)
                 # Start-up waits through load retries (ServerCore::Create), reloads not.
                 await self.core.apply_config(cfg, defer_labels=defer, through_retries=first)
+                self.request_log.configure(log_plans)
         except ServingError as e:
             self._record_reload(False, e.message, source)
             raise
@@ -463,6 +483,8 @@ class ModelServer:
         drain_runner = getattr(self.runner, "drain", None)
         if drain_runner is not None:
             await drain_runner()
+        # No request can log any more: write what is queued, close the files.
+        await asyncio.to_thread(self.request_log.close, shutdown.EXIT_MARGIN_SECONDS)
         await self.manager.stop()
         self.runner.close()
         exit_deadline.cancel()

@@ -24,6 +24,8 @@ from tensorflow_serving.apis import (
 from tfmodel_server.codecs.limits import DEFAULT_MAX_REQUEST_DECODED_BYTES, DecodeBudget
 from tfmodel_server.core.manager import ServableManager
 from tfmodel_server.errors import invalid_argument
+from tfmodel_server.inference import request_logging
+from tfmodel_server.inference.request_logging import RequestLogger, Spec
 from tfmodel_server.inference.runner import InferenceRunner
 from tfmodel_server.monitoring.request_context import note_runtime, note_served
 from tfmodel_server.servables.tensorflow import classify_regress
@@ -55,8 +57,11 @@ class InferenceService:
         runner: InferenceRunner,
         check_method_name: bool = False,
         max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES,
+        request_log: RequestLogger | None = None,
     ) -> None:
         self.manager = manager
+        # ModelConfig.logging_config: a sampled share of successful calls, written off-path.
+        self.request_log = request_log
         self.runner = runner
         self.max_request_decoded_bytes = max_request_decoded_bytes
         # --enable_signature_method_name_check: classify/regress only on signatures
@@ -85,7 +90,19 @@ class InferenceService:
                 inputs = inputs(signature)
             arrays = signature.validate_inputs(inputs)
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
-            return _served(handle.servable, signature), outputs
+            served = _served(handle.servable, signature)
+            if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
+                request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
+                logged_inputs, wanted = inputs, tuple(output_filter)
+                self.request_log.submit(
+                    plan,
+                    served_spec,
+                    lambda: request_logging.predict_record(
+                        request_spec, served_spec, logged_inputs, wanted, outputs
+                    ),
+                    request_logging.arrays_nbytes(logged_inputs, outputs),
+                )
+            return served, outputs
 
     async def _run(self, servable, signature, arrays, output_filter) -> dict[str, np.ndarray]:
         """The runner call, timed for :tensorflow:serving:runtime_latency."""
@@ -120,7 +137,21 @@ class InferenceService:
             )
             outputs = await self._run(handle.servable, signature, feed, ())
             result = result_fn(signature, outputs, _num_examples(feed))
-            return _served(handle.servable, signature), result
+            served = _served(handle.servable, signature)
+            if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
+                request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
+                record_fn = (
+                    request_logging.classify_record
+                    if steps is _CLASSIFY
+                    else request_logging.regress_record
+                )
+                self.request_log.submit(
+                    plan,
+                    served_spec,
+                    lambda: record_fn(request_spec, served_spec, request_input, result),
+                    request_input.ByteSize() + result.ByteSize(),
+                )
+            return served, result
 
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
@@ -135,9 +166,18 @@ class InferenceService:
             note_served(servable.version, request.tasks[0].model_spec.signature_name)
             start = time.perf_counter()
             try:
-                return await self._multi_inference_in_thread(request, servable)
+                response = await self._multi_inference_in_thread(request, servable)
             finally:
                 note_runtime(time.perf_counter() - start)
+            if self.request_log is not None and (plan := self.request_log.sample(first.name)):
+                served = Spec(servable.name, servable.version, None, "")
+                self.request_log.submit(
+                    plan,
+                    served,
+                    lambda: request_logging.multi_inference_record(request, response),
+                    request.ByteSize() + response.ByteSize(),
+                )
+            return response
 
     async def _multi_inference_in_thread(self, request, servable: Servable):
         return await asyncio.to_thread(
@@ -169,6 +209,14 @@ def model_ref_from_spec(spec) -> ModelRef:  # spec: model_pb2.ModelSpec
 
 def _served(servable: Servable, signature: Signature) -> Served:
     return Served(servable.name, servable.version, signature.key)
+
+
+def _spec(ref: ModelRef, signature_name: str) -> Spec:
+    return Spec(ref.name, ref.version, ref.label, signature_name)
+
+
+def _served_spec(served: Served) -> Spec:
+    return Spec(served.name, served.version, None, served.signature_name)
 
 
 def fill_model_spec(spec, served: Served) -> None:
