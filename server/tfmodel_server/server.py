@@ -33,8 +33,9 @@ from tfmodel_server.errors import ServingError
 from tfmodel_server.flags import ServerOptions
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
+from tfmodel_server.model_servers import admission, memory_limit, traffic_split
 from tfmodel_server.model_servers import config_file as config_lib
-from tfmodel_server.model_servers import traffic_split
+from tfmodel_server.model_servers.codec_pool import CodecPool
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
 from tfmodel_server.security import tls
@@ -65,6 +66,7 @@ class Extensions:
     load_observer: Callable | None = None
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
+    on_refused: Callable[[str, str], None] | None = None  # (protocol, reason)
 
 
 def initial_config(
@@ -120,6 +122,11 @@ class ModelServer:
             options.max_request_decoded_bytes,
         )
         self.rest_state = RestState()
+        # One budget for both protocols; its limits are set when the ports open.
+        self.admission = admission.AdmissionControl(
+            admission.AdmissionLimits(), on_refused=self.ext.on_refused
+        )
+        self.codec_pool = CodecPool()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -250,10 +257,31 @@ class ModelServer:
         log.info("serving: gRPC on %s, REST on %s", self.grpc_port or "-", self.rest_port or "-")
 
     async def _open_ports(self) -> None:
+        self._set_admission_limits()
         if self.options.port:
             await self._start_grpc()
         if self.options.rest_api_port:
             await self._start_rest()
+
+    def _set_admission_limits(self) -> None:
+        """Size the in-flight budget: from the flags, else from the container's memory
+        limit minus what the process holds now (the initial models are loaded unless
+        --listen_before_models_load)."""
+        opts = self.options
+        limits = admission.derive_limits(
+            opts.max_inflight_request_bytes,
+            opts.max_inflight_requests,
+            memory_limit.cgroup_memory_limit(),
+            memory_limit.resident_bytes(),
+        )
+        self.admission.limits = limits
+        if limits.enabled:
+            log.info(
+                "admission control: in-flight prediction requests up to %s bytes, %s requests (%s)",
+                limits.max_bytes or "unlimited",
+                limits.max_requests or "unlimited",
+                limits.origin,
+            )
 
     async def _load_initial_models(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
         """ServerCore::Create: apply the config and wait; models that end up with no
@@ -292,6 +320,8 @@ class ModelServer:
             self.reload_config,
             self.ext.observer or _noop,
             as_tensor_content=opts.enable_serialization_as_tensor_content,
+            admission=self.admission,
+            codec_pool=self.codec_pool,
         )
         if opts.enable_grpc_healthcheck_service:
             from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -342,9 +372,12 @@ class ModelServer:
             self.ext.rest_observer or _noop,
             opts.rest_api_timeout_in_ms / 1000.0,
             self.ext.rest_routes,
+            codec_pool=self.codec_pool,
             middlewares=[
                 # Outermost: the body deadline holds before auth or CORS run.
-                rest_connections.limits_middleware(guard, lambda: self.rest_state.draining),
+                rest_connections.limits_middleware(
+                    guard, lambda: self.rest_state.draining, self.admission
+                ),
                 *([cors_middleware()] if opts.rest_api_enable_cors_support else []),
                 *([rest_token_middleware(self._tokens)] if self._tokens else []),
             ],
@@ -426,6 +459,7 @@ class ModelServer:
             await drain_runner()
         await self.manager.stop()
         self.runner.close()
+        self.codec_pool.close()
         exit_deadline.cancel()
         log.info("stopped")
 
