@@ -266,10 +266,9 @@ def limits_middleware(
                 except Refused as e:
                     return _refusal(e)
             if request.body_exists:
-                read = request.read() if ticket is None else _read_counted(request, ticket)
                 try:
                     # Cached by aiohttp: the handler's own read() returns it.
-                    await asyncio.wait_for(read, body_timeout or None)
+                    await asyncio.wait_for(_read_body(request, ticket), body_timeout or None)
                 except asyncio.TimeoutError:
                     return await _body_too_slow(request, body_timeout)
                 except Refused as e:
@@ -303,19 +302,29 @@ def _is_work(request: web.Request) -> bool:
     return request.method == "POST" and request.raw_path[:4].lower() == "/v1/"
 
 
-async def _read_counted(request: web.Request, ticket: Ticket) -> bytes:
-    """The body, charging the ticket as it grows (a chunked body has no Content-Length)."""
-    if request.content_length is not None:
-        return await request.read()
+async def _read_body(request: web.Request, ticket: Ticket | None) -> bytes:
+    """The body, as aiohttp's read() would return it, charging `ticket` as a chunked
+    body grows (it has no Content-Length to charge up front).
+
+    Kept as a list of chunks and joined once: aiohttp's read() extends one bytearray
+    (reallocated as it grows) and copies it at the end, on the event loop, which
+    measured as the loop's largest cost while 30 MB bodies arrived.
+    """
     limit = request.client_max_size
-    body = bytearray()
+    if limit and hasattr(request.content, "set_read_chunk_size"):
+        # As aiohttp's read(): bigger buffers, fewer pause/resume cycles (and loop turns).
+        request.content.set_read_chunk_size(limit)
+    chunks: list[bytes] = []
+    size = 0
     while chunk := await request.content.readany():
-        body.extend(chunk)
-        if limit and len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(limit, len(body))
-        ticket.grow(len(body))
-    data = bytes(body)
-    del body
+        chunks.append(chunk)
+        size += len(chunk)
+        if limit and size > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, size)
+        if ticket is not None and request.content_length is None:
+            ticket.grow(size)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    chunks.clear()
     # aiohttp's read() returns this cache, so the handler reads what was counted here.
     request._read_bytes = data  # noqa: SLF001
     return data

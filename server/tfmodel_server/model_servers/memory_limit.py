@@ -86,13 +86,18 @@ def cgroup_memory_limit(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None
 
 
 def resident_bytes(pid: int | str = "self") -> int:
-    """This process's resident set (VmRSS) in bytes; 0 if /proc is not there."""
+    """This process's anonymous resident memory (RssAnon) in bytes; 0 without /proc.
+
+    Not VmRSS: that also counts the pages of TensorFlow's shared libraries (~400 MB),
+    which the kernel can drop under pressure and which are usually charged to the
+    cgroup that first read them.
+    """
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
     for line in status.splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
     return 0
 
