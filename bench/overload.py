@@ -179,7 +179,7 @@ def grpc_call(channel, raw: bytes, timeout: float = 120.0) -> str:
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return "refused"
-        return f"grpc {e.code().name}"
+        return f"grpc {e.code().name} {e.details()}"
     return "ok"
 
 

@@ -26,7 +26,15 @@ STARTUP_TIMEOUT = 240.0
 class ServerProcess:
     """`python -m tfmodel_server` on free loopback ports, log kept in a file."""
 
-    def __init__(self, *args: str, grpc_port: int | None = None, rest_port: int | None = None):
+    def __init__(
+        self,
+        *args: str,
+        grpc_port: int | None = None,
+        rest_port: int | None = None,
+        preexec_fn=None,
+    ):
+        """`preexec_fn` runs in the child before exec (e.g. MemoryCgroup.enter)."""
+        self.preexec_fn = preexec_fn
         self.grpc_port = free_port() if grpc_port is None else grpc_port
         self.rest_port = free_port() if rest_port is None else rest_port
         self.args = [
@@ -51,6 +59,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=self.preexec_fn,
             )
         return self
 
