@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from tfmodel_server.model_servers import admission, memory_limit
 from tfmodel_server.model_servers.admission import (
     AUTO,

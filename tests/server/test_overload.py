@@ -205,8 +205,10 @@ def test_refusals_are_shared_named_and_leave_probes_alone(one_slot):
     try:
         # The slot is taken once a cheap POST is refused (admitted, it would be a 404).
         server.wait_for(
-            lambda: requests.post(f"{server.rest}/v1/models/nope:predict", data=b"{}").status_code
-            == 429,
+            lambda: (
+                requests.post(f"{server.rest}/v1/models/nope:predict", data=b"{}").status_code
+                == 429
+            ),
             what="the held request to be admitted",
         )
         r = requests.post(url, data=_rest_body(1), timeout=30)
@@ -230,10 +232,13 @@ def test_refusals_are_shared_named_and_leave_probes_alone(one_slot):
         holder.join(60)
     assert result and result[0].status_code == 200, result and result[0].text
     after = _refused_counts(server)
-    assert after.get(("grpc", "inflight_requests"), 0) - before.get(
-        ("grpc", "inflight_requests"), 0
-    ) == 1
-    assert after.get(("rest", "inflight_requests"), 0) > before.get(("rest", "inflight_requests"), 0)
+    assert (
+        after.get(("grpc", "inflight_requests"), 0) - before.get(("grpc", "inflight_requests"), 0)
+        == 1
+    )
+    assert after.get(("rest", "inflight_requests"), 0) > before.get(
+        ("rest", "inflight_requests"), 0
+    )
     _valid_predict_ok(server)
 
 
