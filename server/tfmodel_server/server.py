@@ -12,6 +12,7 @@ in the background; /readyz reports when every model has a version AVAILABLE.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -259,6 +260,7 @@ class ModelServer:
 
     async def _open_ports(self) -> None:
         self._set_admission_limits()
+        _freeze_startup_objects()
         if self.options.port:
             await self._start_grpc()
         if self.options.rest_api_port:
@@ -467,6 +469,19 @@ class ModelServer:
 
 def _noop(*args: object) -> None:
     return None
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the cyclic GC's full collections off the objects start-up made.
+
+    Importing TensorFlow leaves millions of tracked objects; every generation-2
+    collection walked all of them, 0.1-0.9 s with the whole process stopped, every few
+    seconds under load as requests' objects were promoted (the unbatched REST p99 tail:
+    docs/overload.md). gc.freeze() moves them to the permanent generation; refcounting
+    still frees them, only cycles among them are no longer collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(options: ServerOptions, extensions: Extensions | None = None) -> int:
