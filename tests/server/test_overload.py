@@ -11,6 +11,8 @@ probes and status never refused, chunked bodies counted.
 
 from __future__ import annotations
 
+import http.client
+import select
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -182,35 +184,51 @@ def one_slot(tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
-class _HeldBody:
-    """A chunked body that sends its first piece, then waits until released."""
+class _HeldRequest:
+    """A chunked predict whose headers and first chunk are sent, the rest held back.
 
-    def __init__(self) -> None:
-        self.release = threading.Event()
+    Admitted, it holds its slot until finish(); refused (a poll of the test was in
+    flight when it arrived), the 429 is already readable on its socket.
+    """
 
-    def __iter__(self):
-        yield b'{"instances": [[' + b",".join([b"1.0"] * (FEATURES // 2))
-        self.release.wait(120)
-        yield b"," + b",".join([b"1.0"] * (FEATURES - FEATURES // 2)) + b"]]}"
+    def __init__(self, server: ServerProcess) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+        self.conn.putrequest("POST", "/v1/models/image:predict")
+        self.conn.putheader("Content-Type", "application/json")
+        self.conn.putheader("Transfer-Encoding", "chunked")
+        self.conn.endheaders()
+        self._send(b'{"instances": [[' + b",".join([b"1.0"] * (FEATURES // 2)))
+
+    def _send(self, data: bytes) -> None:
+        self.conn.send(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def refused(self) -> bool:
+        assert self.conn.sock is not None
+        return bool(select.select([self.conn.sock], [], [], 0)[0])
+
+    def finish(self) -> http.client.HTTPResponse:
+        self._send(b"," + b",".join([b"1.0"] * (FEATURES - FEATURES // 2)) + b"]]}")
+        self.conn.send(b"0\r\n\r\n")
+        return self.conn.getresponse()
 
 
 def test_refusals_are_shared_named_and_leave_probes_alone(one_slot):
     server = one_slot
     url = f"{server.rest}/v1/models/image:predict"
     before = _refused_counts(server)
-    held = _HeldBody()
-    result: list[requests.Response] = []
-    holder = threading.Thread(target=lambda: result.append(requests.post(url, data=held)))
-    holder.start()
+    held = [_HeldRequest(server)]
+
+    def slot_held() -> bool:
+        # A cheap POST (a 404 when admitted) is refused only while the held one is in.
+        if held[0].refused():
+            held[0].conn.close()
+            held[0] = _HeldRequest(server)
+            return False
+        status = requests.post(f"{server.rest}/v1/models/nope:predict", data=b"{}").status_code
+        return status == 429
+
+    server.wait_for(slot_held, what="the held request to be admitted")
     try:
-        # The slot is taken once a cheap POST is refused (admitted, it would be a 404).
-        server.wait_for(
-            lambda: (
-                requests.post(f"{server.rest}/v1/models/nope:predict", data=b"{}").status_code
-                == 429
-            ),
-            what="the held request to be admitted",
-        )
         r = requests.post(url, data=_rest_body(1), timeout=30)
         assert r.status_code == 429
         assert r.headers["Retry-After"] == "1"
@@ -228,9 +246,11 @@ def test_refusals_are_shared_named_and_leave_probes_alone(one_slot):
         status.model_spec.name = "image"
         assert server.model_stub().GetModelStatus(status, timeout=30).model_version_status
     finally:
-        held.release.set()
-        holder.join(60)
-    assert result and result[0].status_code == 200, result and result[0].text
+        response = held[0].finish()
+        body = response.read()
+        held[0].conn.close()
+    assert response.status == 200, body
+    assert orjson.loads(body) == {"predictions": [pytest.approx(float(FEATURES))]}
     after = _refused_counts(server)
     assert (
         after.get(("grpc", "inflight_requests"), 0) - before.get(("grpc", "inflight_requests"), 0)
