@@ -353,6 +353,8 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
                 f"burst (8 REST x 2000 rows + 8 gRPC x 4000 rows, closed loop) p50 "
                 f"{pct(burst, 50):.1f} ms p99 {pct(burst, 99):.1f} ms (n={len(burst)}); "
                 f"p99 ratio {pct(burst, 99) / pct(idle, 99):.2f}x (target <= 2x)"
+                f"; server alive after the burst: {server.proc.poll() is None}, OOM kills "
+                f"{cg.oom_kills()}"
             )
             print(
                 f"  burst requests: {tally.ok} ok, {tally.refused} refused (429/"
@@ -384,7 +386,8 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
                     f"clients): {results[factor]:.1f} answered-200/s; refused {refused}, "
                     f"other {other}"
                 )
-            print(f"goodput 4x / 1x = {results[4] / results[1]:.2f} (target >= 0.80)")
+            ratio = results[4] / results[1] if results[1] else float("nan")
+            print(f"goodput 4x / 1x = {ratio:.2f} (target >= 0.80)")
             alive = server.proc.poll() is None
             ok = requests.post(
                 f"{server.rest}/v1/models/{MODEL}:predict", data=rest_body(1), timeout=30

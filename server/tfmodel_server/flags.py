@@ -190,7 +190,7 @@ def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
         "answers 429 with Retry-After and gRPC RESOURCE_EXHAUSTED, before reading or "
         "decoding. Default -1: derived from the container's memory limit (cgroup v2 "
         "memory.max / v1 memory.limit_in_bytes) as (limit - RSS once the models are "
-        "loaded) x 0.5 / 4; no memory limit: no limit, as TF Serving. 0 = no limit",
+        "loaded) x 0.25 / 4; no memory limit: no limit, as TF Serving. 0 = no limit",
     )
     p.add_argument(
         "--max_inflight_requests",

@@ -47,9 +47,11 @@ MIN_REQUEST_CHARGE = 64 * 1024
 # answered; a gRPC message is parsed (1x) and copied into the TF call (1x).
 MEMORY_PER_REQUEST_BYTE = 4
 # Share of the memory left after start-up (limit minus RSS with the models loaded) that
-# in-flight requests may take; the rest covers TF's own buffers, allocator slack and
-# models loaded later.
-HEADROOM_SHARE = 0.5
+# admitted requests may take. The rest covers what the budget cannot see: gRPC messages
+# grpc core is still receiving (whole, before any Python code runs), refused REST bodies
+# being discarded, allocator slack, models loaded later. 0.5 was OOM-killed at 1 GiB by
+# bench/overload.py's burst (8 x 12.5 MB gRPC + 8 x 30 MB REST, closed loop).
+HEADROOM_SHARE = 0.25
 # Below this the derived budget is not lowered further (a pod with no headroom left
 # still serves one small request at a time rather than refusing everything).
 MIN_DERIVED_BYTES = 4 * MIN_REQUEST_CHARGE
