@@ -31,6 +31,7 @@ class ServerProcess:
         *args: str,
         grpc_port: int | None = None,
         rest_port: int | None = None,
+        env: dict[str, str] | None = None,
         preexec_fn=None,
     ):
         """`preexec_fn` runs in the child before exec (e.g. MemoryCgroup.enter)."""
@@ -45,6 +46,7 @@ class ServerProcess:
         ]
         self.log_path = Path(tempfile.mkstemp(prefix="tfmodel-server-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
+        self.env = env
         self._channel: grpc.Channel | None = None
 
     @property
@@ -52,7 +54,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.rest_port}"
 
     def start(self) -> ServerProcess:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        env = dict(self.env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tfmodel_server", *self.args],

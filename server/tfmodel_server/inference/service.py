@@ -79,9 +79,16 @@ class InferenceService:
         event loop when the body is large)."""
         with self.manager.get_handle(ref.name, ref.version, ref.label) as handle:
             signature = handle.servable.signature(signature_name)
+            # Before REST decodes against the signature: its input errors are this version's
+            # requests in the metrics, as gRPC's (validate_inputs) are.
+            note_served(handle.servable.version, signature.key)
             if callable(inputs):
+<<<<<<< HEAD
                 inputs = await inputs(signature)
             note_served(handle.servable.version, signature.key)
+=======
+                inputs = inputs(signature)
+>>>>>>> main
             arrays = signature.validate_inputs(inputs)
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
             return _served(handle.servable, signature), outputs
