@@ -404,12 +404,8 @@ class ModelServer:
             self.rest_state,
             self.ext.rest_observer or _noop,
             opts.rest_api_timeout_in_ms / 1000.0,
-<<<<<<< HEAD
-            self.ext.rest_routes,
-            codec_pool=self.codec_pool,
-=======
             [*self.ext.rest_routes, ("GET", "/v1/cache", self._cache_status)],
->>>>>>> main
+            codec_pool=self.codec_pool,
             middlewares=[
                 # Outermost: the body deadline holds before auth or CORS run.
                 rest_connections.limits_middleware(

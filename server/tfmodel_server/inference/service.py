@@ -83,12 +83,7 @@ class InferenceService:
             # requests in the metrics, as gRPC's (validate_inputs) are.
             note_served(handle.servable.version, signature.key)
             if callable(inputs):
-<<<<<<< HEAD
                 inputs = await inputs(signature)
-            note_served(handle.servable.version, signature.key)
-=======
-                inputs = inputs(signature)
->>>>>>> main
             arrays = signature.validate_inputs(inputs)
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
             return _served(handle.servable, signature), outputs
