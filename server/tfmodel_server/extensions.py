@@ -36,6 +36,7 @@ def build_extensions(options: ServerOptions) -> Extensions:
             ext.load_observer = metrics.record_model_load
             ext.request_log_stats = RequestLogStats()
             ext.request_log_stats.register(metrics.registry)
+            ext.on_refused = metrics.record_refused
     if options.enable_batching:
         try:
             params = load_batching_parameters(options.batching_parameters_file or None)

@@ -83,6 +83,8 @@ class ServerOptions:
     enable_reload_config_rpc: bool = True
     # --- request limits (see _add_request_limit_flags) ---
     max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES
+    max_inflight_request_bytes: int = -1  # derived from the memory limit (admission.py)
+    max_inflight_requests: int = 0
     # --- connection limits and shutdown (see _add_limit_flags) ---
     shutdown_readiness_delay_seconds: float = 0.0
     rest_api_header_timeout_seconds: float = 10.0
@@ -233,6 +235,24 @@ def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_REQUEST_DECODED_BYTES,
         help="largest total size of the tensors one request may decode to (checked from "
         "declared shapes before allocating; also bounds REST bodies); default 1 GiB",
+    )
+    p.add_argument(
+        "--max_inflight_request_bytes",
+        type=int,
+        default=-1,
+        help="tfmodel: prediction requests (REST bodies, gRPC messages; each counted as "
+        "at least 64 KiB) in flight at once may total this many bytes; beyond it REST "
+        "answers 429 with Retry-After and gRPC RESOURCE_EXHAUSTED, before reading or "
+        "decoding. Default -1: derived from the container's memory limit (cgroup v2 "
+        "memory.max / v1 memory.limit_in_bytes) as (limit - RSS once the models are "
+        "loaded) x 0.25 / 4; no memory limit: no limit, as TF Serving. 0 = no limit",
+    )
+    p.add_argument(
+        "--max_inflight_requests",
+        type=int,
+        default=0,
+        help="tfmodel: prediction requests in flight at once over gRPC and REST together; "
+        "beyond it 429 / RESOURCE_EXHAUSTED. 0 (default) = no limit",
     )
 
 
@@ -433,6 +453,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     ):
         if getattr(ns, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(ns, name)}")
+    if ns.max_inflight_request_bytes < -1:
+        parser.error("--max_inflight_request_bytes must be -1 (derive), 0 (none) or a size")
+    if ns.max_inflight_requests < 0:
+        parser.error(f"--max_inflight_requests must be >= 0, got {ns.max_inflight_requests}")
     for name in ("port", "rest_api_port"):
         value = getattr(ns, name)
         if not 0 <= value <= 65535:
@@ -490,6 +514,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         auth_token_file=ns.auth_token_file,
         enable_reload_config_rpc=ns.enable_reload_config_rpc,
         max_request_decoded_bytes=ns.max_request_decoded_bytes,
+        max_inflight_request_bytes=ns.max_inflight_request_bytes,
+        max_inflight_requests=ns.max_inflight_requests,
         shutdown_readiness_delay_seconds=ns.shutdown_readiness_delay_seconds,
         rest_api_header_timeout_seconds=ns.rest_api_header_timeout_seconds,
         rest_api_body_timeout_seconds=ns.rest_api_body_timeout_seconds,

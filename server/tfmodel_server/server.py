@@ -12,6 +12,7 @@ in the background; /readyz reports when every model has a version AVAILABLE.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -39,8 +40,9 @@ from tfmodel_server.inference.request_logging import (
 )
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
+from tfmodel_server.model_servers import admission, memory_limit, traffic_split
 from tfmodel_server.model_servers import config_file as config_lib
-from tfmodel_server.model_servers import traffic_split
+from tfmodel_server.model_servers.codec_pool import CodecPool
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
 from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
@@ -76,6 +78,7 @@ class Extensions:
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
     request_log_stats: RequestLogStats | None = None  # on the metrics page when enabled
+    on_refused: Callable[[str, str], None] | None = None  # (protocol, reason)
 
 
 def initial_config(
@@ -149,6 +152,11 @@ class ModelServer:
             self.request_log,
         )
         self.rest_state = RestState()
+        # One budget for both protocols; its limits are set when the ports open.
+        self.admission = admission.AdmissionControl(
+            admission.AdmissionLimits(), on_refused=self.ext.on_refused
+        )
+        self.codec_pool = CodecPool()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -301,10 +309,32 @@ class ModelServer:
         log.info("serving: gRPC on %s, REST on %s", self.grpc_port or "-", self.rest_port or "-")
 
     async def _open_ports(self) -> None:
+        self._set_admission_limits()
+        _freeze_startup_objects()
         if self.options.port:
             await self._start_grpc()
         if self.options.rest_api_port:
             await self._start_rest()
+
+    def _set_admission_limits(self) -> None:
+        """Size the in-flight budget: from the flags, else from the container's memory
+        limit minus what the process holds now (the initial models are loaded unless
+        --listen_before_models_load)."""
+        opts = self.options
+        limits = admission.derive_limits(
+            opts.max_inflight_request_bytes,
+            opts.max_inflight_requests,
+            memory_limit.cgroup_memory_limit(),
+            memory_limit.resident_bytes(),
+        )
+        self.admission.limits = limits
+        if limits.enabled:
+            log.info(
+                "admission control: in-flight prediction requests up to %s bytes, %s requests (%s)",
+                limits.max_bytes or "unlimited",
+                limits.max_requests or "unlimited",
+                limits.origin,
+            )
 
     async def _load_initial_models(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
         """ServerCore::Create: apply the config and wait; models that end up with no
@@ -343,6 +373,8 @@ class ModelServer:
             self.reload_config,
             self.ext.observer or _noop,
             as_tensor_content=opts.enable_serialization_as_tensor_content,
+            admission=self.admission,
+            codec_pool=self.codec_pool,
         )
         if opts.enable_grpc_healthcheck_service:
             from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -393,9 +425,12 @@ class ModelServer:
             self.ext.rest_observer or _noop,
             opts.rest_api_timeout_in_ms / 1000.0,
             [*self.ext.rest_routes, ("GET", "/v1/cache", self._cache_status)],
+            codec_pool=self.codec_pool,
             middlewares=[
                 # Outermost: the body deadline holds before auth or CORS run.
-                rest_connections.limits_middleware(guard, lambda: self.rest_state.draining),
+                rest_connections.limits_middleware(
+                    guard, lambda: self.rest_state.draining, self.admission
+                ),
                 *([cors_middleware()] if opts.rest_api_enable_cors_support else []),
                 *([rest_token_middleware(self._tokens)] if self._tokens else []),
             ],
@@ -487,12 +522,26 @@ class ModelServer:
         await asyncio.to_thread(self.request_log.close, shutdown.EXIT_MARGIN_SECONDS)
         await self.manager.stop()
         self.runner.close()
+        self.codec_pool.close()
         exit_deadline.cancel()
         log.info("stopped")
 
 
 def _noop(*args: object) -> None:
     return None
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the cyclic GC's full collections off the objects start-up made.
+
+    Importing TensorFlow leaves millions of tracked objects; every generation-2
+    collection walked all of them, 0.1-0.9 s with the whole process stopped, every few
+    seconds under load as requests' objects were promoted (the unbatched REST p99 tail:
+    docs/overload.md). gc.freeze() moves them to the permanent generation; refcounting
+    still frees them, only cycles among them are no longer collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(options: ServerOptions, extensions: Extensions | None = None) -> int:

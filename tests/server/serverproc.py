@@ -32,7 +32,10 @@ class ServerProcess:
         grpc_port: int | None = None,
         rest_port: int | None = None,
         env: dict[str, str] | None = None,
+        preexec_fn=None,
     ):
+        """`preexec_fn` runs in the child before exec (e.g. MemoryCgroup.enter)."""
+        self.preexec_fn = preexec_fn
         self.grpc_port = free_port() if grpc_port is None else grpc_port
         self.rest_port = free_port() if rest_port is None else rest_port
         self.args = [
@@ -58,6 +61,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=self.preexec_fn,
             )
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,18 +76,19 @@ class InferenceService:
         self,
         ref: ModelRef,
         signature_name: str,
-        inputs: dict[str, np.ndarray] | Callable[[Signature], dict[str, np.ndarray]],
+        inputs: dict[str, np.ndarray] | Callable[[Signature], Awaitable[dict[str, np.ndarray]]],
         output_filter: Sequence[str] = (),
     ) -> tuple[Served, dict[str, np.ndarray]]:
-        """Run a predict; `inputs` may be a function of the signature (REST parses
-        JSON by the signature's dtypes, under the same handle that runs it)."""
+        """Run a predict; `inputs` may be an async function of the signature (REST parses
+        JSON by the signature's dtypes, under the same handle that runs it, off the
+        event loop when the body is large)."""
         with self.manager.get_handle(ref.name, ref.version, ref.label) as handle:
             signature = handle.servable.signature(signature_name)
             # Before REST decodes against the signature: its input errors are this version's
             # requests in the metrics, as gRPC's (validate_inputs) are.
             note_served(handle.servable.version, signature.key)
             if callable(inputs):
-                inputs = inputs(signature)
+                inputs = await inputs(signature)
             arrays = signature.validate_inputs(inputs)
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
             served = _served(handle.servable, signature)

@@ -307,6 +307,14 @@ class ServingMetrics:
             ["status"],
             typ="counter",
         )
+        self.requests_refused = _Counter(
+            ":tfmodel:requests_refused",
+            "Prediction requests refused by admission control before being read or decoded, "
+            "by protocol (grpc / rest) and reason (inflight_bytes / inflight_requests / "
+            "larger_than_budget).",
+            ["protocol", "reason"],
+            typ="counter",
+        )
         self.registry.register(
             _Families(
                 [
@@ -325,6 +333,7 @@ class ServingMetrics:
                     self.batch_queueing_latency,
                     self.model_load_latency,
                     self.config_reload_count,
+                    self.requests_refused,
                 ]
             )
         )
@@ -415,6 +424,10 @@ class ServingMetrics:
 
     def record_config_reload(self, ok: bool) -> None:
         self.config_reload_count.inc(("success" if ok else "failure",))
+
+    def record_refused(self, protocol: str, reason: str) -> None:
+        """One request refused by admission control (model_servers/admission.py)."""
+        self.requests_refused.inc((protocol, reason))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
