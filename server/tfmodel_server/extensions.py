@@ -33,6 +33,7 @@ def build_extensions(options: ServerOptions) -> Extensions:
             ext.rest_routes.append(("GET", monitoring.prometheus_path, metrics_handler(metrics)))
             ext.on_reload = metrics.record_config_reload
             ext.load_observer = metrics.record_model_load
+            ext.retired_observer = metrics.remove_version
     if options.enable_batching:
         try:
             params = load_batching_parameters(options.batching_parameters_file or None)

@@ -63,6 +63,7 @@ class Extensions:
     rest_observer: RequestObserver | None = None  # REST requests
     post_load_hook: Callable | None = None
     load_observer: Callable | None = None
+    retired_observer: Callable | None = None  # (model, version, path): drop its series
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
 
@@ -107,6 +108,12 @@ class ModelServer:
                 load_retry_interval_micros=options.load_retry_interval_micros,
                 post_load_hook=self.ext.post_load_hook,
                 load_observer=self.ext.load_observer,
+                retired_observer=self.ext.retired_observer,
+                max_retained_unloaded_versions=(
+                    None
+                    if options.max_retained_unloaded_versions < 0
+                    else options.max_retained_unloaded_versions
+                ),
             ),
         )
         self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
@@ -195,7 +202,8 @@ class ModelServer:
             except asyncio.TimeoutError:
                 pass
             try:
-                cfg = watcher.read_if_changed()
+                # A thread: the file may sit on a slow volume; the loop serves meanwhile.
+                cfg = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("config reload rejected, keeping the current config: %s", e)
                 self._record_reload(False, str(e), watcher.path)
@@ -214,7 +222,7 @@ class ModelServer:
         period = self.options.model_config_file_poll_wait_seconds
         while True:
             try:
-                fractions = watcher.read_if_changed()
+                fractions = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("traffic split rejected, keeping the current split: %s", e)
             else:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -43,8 +44,8 @@ class ServerProcess:
     def rest(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
-    def start(self) -> ServerProcess:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    def start(self, env: Mapping[str, str] | None = None) -> ServerProcess:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(env or {}))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tfmodel_server", *self.args],
