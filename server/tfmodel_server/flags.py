@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,15 @@ class ServerOptions:
     rest_api_body_timeout_seconds: float = 60.0
     rest_api_idle_timeout_seconds: float = 75.0
     rest_api_max_connections: int = 1000
+    # Set by the --workers parent for each worker process (not flags).
+    worker_index: int = 0
+    worker_dir: str = ""
+
+
+def serving_marker(worker_dir: str, index: int) -> str:
+    """The file a --workers worker creates once it serves (its parent then restarts it
+    when it dies; one that dies before serving is a start-up failure)."""
+    return os.path.join(worker_dir, f"serving-{index}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,9 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,7 +31,7 @@ from tfmodel_server.apis.grpc_api import add_services
 from tfmodel_server.apis.rest_api import RestState, build_app
 from tfmodel_server.core.manager import AVAILABLE, ManagerOptions, ServableManager
 from tfmodel_server.errors import ServingError
-from tfmodel_server.flags import ServerOptions
+from tfmodel_server.flags import ServerOptions, serving_marker
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
 from tfmodel_server.model_servers import config_file as config_lib
@@ -66,6 +67,7 @@ class Extensions:
     retired_observer: Callable | None = None  # (model, version, path): drop its series
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # before ports
 
 
 def initial_config(
@@ -171,6 +173,16 @@ class ModelServer:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "HandleReloadConfigRequest is disabled (--enable_reload_config_rpc=false)",
             )
+        if self.options.workers > 1:
+            # One RPC reaches one worker: applying it there alone would split the
+            # server's models; the config file is read by every worker.
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"HandleReloadConfigRequest is refused with --workers={self.options.workers}: "
+                "each worker process holds its own models and one RPC reaches one of them; "
+                "change --model_config_file instead (every worker re-reads it every "
+                "--model_config_file_poll_wait_seconds)",
+            )
         await self._apply(cfg, "ReloadConfigRequest")
 
     def _refresh_pending_labels(self) -> None:
@@ -243,6 +255,8 @@ class ModelServer:
         watcher: config_lib.ConfigFileWatcher | None = None,
     ) -> None:
         opts = self.options
+        for hook in self.ext.startup:
+            await hook()
         if opts.listen_before_models_load:
             await self._open_ports()
             await self.manager.start()
@@ -450,6 +464,8 @@ async def serve(options: ServerOptions, extensions: Extensions | None = None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     await server.start(cfg, watcher)
+    if options.worker_dir:
+        Path(serving_marker(options.worker_dir, options.worker_index)).touch()
     await server.wait_stopped()
     await server.drain_and_stop()
     return 0

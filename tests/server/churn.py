@@ -59,8 +59,9 @@ class ChurnRun:
 def write_config(root: Path, base: Path, keep_latest: int) -> tuple[Path, Path]:
     config = root / "models.config"
     config.write_text(
-        "model_config_list { config { name: 'churn' base_path: '%s' model_platform: 'tensorflow' "
-        "model_version_policy { latest { num_versions: %d } } } }\n" % (base, keep_latest)
+        f"model_config_list {{ config {{ name: 'churn' base_path: '{base}' "
+        "model_platform: 'tensorflow' "
+        f"model_version_policy {{ latest {{ num_versions: {keep_latest} }} }} }} }}\n"
     )
     monitoring = root / "monitoring.config"
     monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')

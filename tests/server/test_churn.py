@@ -49,9 +49,7 @@ async def _stack(base, retained: int | None, **options) -> ServingStack:
 async def test_only_the_newest_unloaded_versions_are_kept(tmp_path):
     retired: list[tuple[str, int]] = []
     savedmodels.export_linear(tmp_path, 1)
-    stack = await _stack(
-        tmp_path, 2, retired_observer=lambda m, v, path: retired.append((m, v))
-    )
+    stack = await _stack(tmp_path, 2, retired_observer=lambda m, v, path: retired.append((m, v)))
     try:
         for version in range(2, 7):
             savedmodels.export_linear(tmp_path, version)
