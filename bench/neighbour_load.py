@@ -110,7 +110,15 @@ def _stats(latencies: list[float]) -> float:
 TEMPLATES = Path(tempfile.gettempdir()) / "tfmodel-bench-models"  # kept between runs
 
 
-def run(megabytes: int, loads: int, clients: int, steady: float, gap: float, work: Path) -> dict:
+def run(
+    megabytes: int,
+    loads: int,
+    clients: int,
+    steady: float,
+    gap: float,
+    work: Path,
+    env: dict[str, str] | None = None,
+) -> dict:
     models = TEMPLATES
     models.mkdir(exist_ok=True)
     template_b = big_model.template(models, megabytes)
@@ -145,7 +153,7 @@ def run(megabytes: int, loads: int, clients: int, steady: float, gap: float, wor
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
     client = None
     try:
@@ -170,11 +178,13 @@ def run(megabytes: int, loads: int, clients: int, steady: float, gap: float, wor
         _progress("clients running")
         time.sleep(steady)
         steady_window = (time.time() - steady + 2.0, time.time())  # the first 2 s warm up
-        windows = []
+        windows: list[tuple[float, float]] = []
+        available: list[float] = []
         for version, staged_dir in staged:
             start = time.time()
             staged_dir.rename(base_b / str(version))
             _wait(lambda v=version: _state(rest, "b").get(v) == "AVAILABLE", 300, f"b v{version}")
+            available.append(time.time())
             _wait(lambda v=version: _state(rest, "b").get(v - 1) == "END", 120, f"b v{version - 1}")
             windows.append((start, time.time()))
             _progress(f"b version {version} loaded in {windows[-1][1] - start:.1f}s")
@@ -193,13 +203,35 @@ def run(megabytes: int, loads: int, clients: int, steady: float, gap: float, wor
     def started_in(window: tuple[float, float]) -> list[tuple[float, float, bool]]:
         return [r for r in records if window[0] <= r[0] <= window[1]]
 
-    steady_lat = [r[1] for r in started_in(steady_window) if r[2]]
+    # Steady: every call outside B's load windows after the warm-up (the steady phase
+    # and the gaps between loads), so noise from the rest of the machine falls on both.
+    warm = steady_window[0]
+    steady_lat = [
+        r[1]
+        for r in records
+        if r[2] and r[0] >= warm and not any(a <= r[0] <= b for a, b in windows)
+    ]
     during = [r for w in windows for r in started_in(w)]
     during_lat = [r[1] for r in during if r[2]]
     p99_steady, p99_during = _stats(steady_lat), _stats(during_lat)
     max_stall = max(during_lat) * 1e3 if during_lat else float("nan")
     failed = sum(1 for r in records if not r[2])
+    # Where in a window the slow calls are: B loading (publish -> AVAILABLE) or the
+    # old version unloading (AVAILABLE -> END).
+    loading = [
+        r[1]
+        for (a, _), t in zip(windows, available, strict=True)
+        for r in started_in((a, t))
+        if r[2]
+    ]
+    unloading = [
+        r[1]
+        for (_, b), t in zip(windows, available, strict=True)
+        for r in started_in((t, b))
+        if r[2]
+    ]
     return {
+        "server_env": env or {},
         "megabytes": megabytes,
         "loads": loads,
         "clients": clients,
@@ -209,6 +241,8 @@ def run(megabytes: int, loads: int, clients: int, steady: float, gap: float, wor
         "p99_steady_ms": round(p99_steady, 2),
         "p99_during_ms": round(p99_during, 2),
         "p99_ratio": round(p99_during / p99_steady, 2),
+        "p99_loading_ms": round(_stats(loading), 2),
+        "p99_unloading_ms": round(_stats(unloading), 2),
         "max_stall_ms": round(max_stall, 1),
         "max_stall_ratio": round(max_stall / p99_steady, 2),
         "failed": failed,
@@ -240,14 +274,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--steady", type=float, default=20.0, help="seconds before B's loads")
     parser.add_argument("--gap", type=float, default=5.0, help="seconds between B's loads")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run with TFMODEL_LOAD_PRIORITY=normal (the restore on the serving "
+        "pool at normal priority), first",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="neighbour-load-") as tmp:
-        print(
-            json.dumps(
-                run(args.megabytes, args.loads, args.clients, args.steady, args.gap, Path(tmp))
-            ),
-            flush=True,
-        )
+    envs = [{"TFMODEL_LOAD_PRIORITY": "normal"}, {}] if args.compare else [{}]
+    for env in envs:
+        with tempfile.TemporaryDirectory(prefix="neighbour-load-") as tmp:
+            result = run(
+                args.megabytes, args.loads, args.clients, args.steady, args.gap, Path(tmp), env
+            )
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
