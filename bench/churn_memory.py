@@ -7,6 +7,7 @@ another (policy latest 1, old dirs deleted as a pipeline would) and reports
 RSS after WARMUP versions and at the end.
 
     python -m bench.churn_memory [--versions 100] [--warmup 20] [--only glibc,jemalloc]
+                                 [--megabytes 64]
 
 tensorflow/serving#1664: TF Serving's RSS grows on each reload with glibc
 malloc; its users preload jemalloc or tcmalloc. This measures the same here.
@@ -22,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import big_model
+from bench.neighbour_load import TEMPLATES
 from tests.server import churn
 
 ALLOCATOR_LIBS = {
@@ -40,19 +43,27 @@ def allocators() -> dict[str, dict[str, str]]:
     return found
 
 
-def measure(name: str, env: dict[str, str], versions: int, warmup: int) -> dict:
+def measure(name: str, env: dict[str, str], versions: int, warmup: int, megabytes: int) -> dict:
+    template = None
+    if megabytes > 0:
+        template = big_model.template(TEMPLATES, megabytes)
     with tempfile.TemporaryDirectory(prefix=f"churn-{name}-") as tmp:
         start = time.monotonic()
         server, base, staging = churn.start_server(
-            Path(tmp), keep_latest=1, extra_args=("--max_retained_unloaded_versions=2",), env=env
+            Path(tmp),
+            keep_latest=1,
+            extra_args=("--max_retained_unloaded_versions=2",),
+            env=env,
+            template=template,
         )
         try:
-            run = churn.churn(server, base, staging, versions)
+            run = churn.churn(server, base, staging, versions, template=template)
         finally:
             server.stop()
         first, last = run.at(warmup), run.samples[-1]
         return {
             "allocator": name,
+            "model_mb": megabytes or "tiny",
             "env": env,
             "versions": versions,
             "rss_after_warmup_mb": round(first.rss / 2**20, 1),
@@ -70,12 +81,17 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--only", default="", help="comma-separated allocator names")
+    parser.add_argument(
+        "--megabytes", type=int, default=0, help="variables per version (0: a tiny model)"
+    )
     args = parser.parse_args()
     chosen = set(filter(None, args.only.split(",")))
     for name, env in allocators().items():
         if chosen and name not in chosen:
             continue
-        print(json.dumps(measure(name, env, args.versions, args.warmup)), flush=True)
+        print(
+            json.dumps(measure(name, env, args.versions, args.warmup, args.megabytes)), flush=True
+        )
 
 
 if __name__ == "__main__":

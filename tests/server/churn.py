@@ -68,12 +68,17 @@ def write_config(root: Path, base: Path, keep_latest: int) -> tuple[Path, Path]:
     return config, monitoring
 
 
-def publish(base: Path, staging: Path, version: int) -> None:
-    """Copy a version in beside the base path, then rename it in (what a pipeline does)."""
+def publish(base: Path, staging: Path, version: int, template: Path | None = None) -> None:
+    """Copy a version in beside the base path, then rename it in (what a pipeline does).
+
+    template: a SavedModel dir to copy (input "x", output "y"); default a tiny linear one."""
     tmp = staging / str(version)
     if tmp.exists():
         shutil.rmtree(tmp)
-    savedmodels.export_linear(staging, version, a=2.0, b=0.0)  # one template, copied
+    if template is not None:
+        shutil.copytree(template, tmp)
+    else:
+        savedmodels.export_linear(staging, version, a=2.0, b=0.0)  # one template, copied
     os.rename(tmp, base / str(version))
 
 
@@ -91,12 +96,13 @@ def start_server(
     keep_latest: int,
     extra_args: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
+    template: Path | None = None,
 ) -> tuple[ServerProcess, Path, Path]:
     base, staging = root / "base", root / "staging"
     base.mkdir()
     staging.mkdir()
     config, monitoring = write_config(root, base, keep_latest)
-    publish(base, staging, 1)
+    publish(base, staging, 1, template)
     server = ServerProcess(
         f"--model_config_file={config}",
         f"--monitoring_config_file={monitoring}",
@@ -115,12 +121,13 @@ def churn(
     versions: int,
     keep_on_disk: int = 3,
     progress: Callable[[ChurnSample], None] | None = None,
+    template: Path | None = None,
 ) -> ChurnRun:
     """Publish versions 2..versions; after each is AVAILABLE, a few predicts on it."""
     assert server.proc is not None
     run = ChurnRun()
     for version in range(2, versions + 1):
-        publish(base, staging, version)
+        publish(base, staging, version, template)
         server.wait_versions("churn", {version: "AVAILABLE"}, timeout=120)
         for _ in range(3):
             predict(server, version)
