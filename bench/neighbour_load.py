@@ -95,8 +95,20 @@ def _wait(predicate, timeout: float, what: str) -> None:
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.05)
+        time.sleep(POLL_SECONDS)
     raise RuntimeError(f"timed out waiting for {what}")
+
+
+POLL_SECONDS = 0.05
+
+
+def _observe(rest: str, seconds: float) -> None:
+    """Poll B's status as the load windows do, so both phases carry the same
+    observer traffic (the bench's own REST calls are not B's load)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _state(rest, "b")
+        time.sleep(POLL_SECONDS)
 
 
 def _progress(message: str) -> None:
@@ -176,7 +188,7 @@ def run(
         )
         _wait(lambda: Path(f"{out}.ready").exists(), 300, "the client's first call")
         _progress("clients running")
-        time.sleep(steady)
+        _observe(rest, steady)
         steady_window = (time.time() - steady + 2.0, time.time())  # the first 2 s warm up
         windows: list[tuple[float, float]] = []
         available: list[float] = []
@@ -189,7 +201,7 @@ def run(
             windows.append((start, time.time()))
             _progress(f"b version {version} loaded in {windows[-1][1] - start:.1f}s")
             shutil.rmtree(base_b / str(version - 1))
-            time.sleep(gap)
+            _observe(rest, gap)
         client.send_signal(2)  # the client writes what it has on SIGINT
         client.wait(60)
         records = json.loads(out.read_text())
