@@ -108,8 +108,9 @@ def start_server(
         f"--monitoring_config_file={monitoring}",
         "--file_system_poll_wait_seconds=0.05",
         *extra_args,
+        env={**os.environ, **env} if env else None,
     )
-    server.start(env=env)
+    server.start()
     server.wait_ready()
     return server, base, staging
 

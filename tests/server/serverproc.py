@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -27,7 +26,13 @@ STARTUP_TIMEOUT = 240.0
 class ServerProcess:
     """`python -m tfmodel_server` on free loopback ports, log kept in a file."""
 
-    def __init__(self, *args: str, grpc_port: int | None = None, rest_port: int | None = None):
+    def __init__(
+        self,
+        *args: str,
+        grpc_port: int | None = None,
+        rest_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.grpc_port = free_port() if grpc_port is None else grpc_port
         self.rest_port = free_port() if rest_port is None else rest_port
         self.args = [
@@ -38,14 +43,15 @@ class ServerProcess:
         ]
         self.log_path = Path(tempfile.mkstemp(prefix="tfmodel-server-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
+        self.env = env
         self._channel: grpc.Channel | None = None
 
     @property
     def rest(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
-    def start(self, env: Mapping[str, str] | None = None) -> ServerProcess:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(env or {}))
+    def start(self) -> ServerProcess:
+        env = dict(self.env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tfmodel_server", *self.args],
