@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     workers: int = 1
+    max_retained_unloaded_versions: int = 2
     event_loop: str = "uvloop"
     drain_timeout_seconds: float = 30.0
     traffic_split_file: str = ""
@@ -91,6 +93,15 @@ class ServerOptions:
     rest_api_body_timeout_seconds: float = 60.0
     rest_api_idle_timeout_seconds: float = 75.0
     rest_api_max_connections: int = 1000
+    # Set by the --workers parent for each worker process (not flags).
+    worker_index: int = 0
+    worker_dir: str = ""
+
+
+def serving_marker(worker_dir: str, index: int) -> str:
+    """The file a --workers worker creates once it serves (its parent then restarts it
+    when it dies; one that dies before serving is a start-up failure)."""
+    return os.path.join(worker_dir, f"serving-{index}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="server processes sharing the ports via SO_REUSEPORT",
+    )
+    p.add_argument(
+        "--max_retained_unloaded_versions",
+        type=int,
+        default=2,
+        help="tfmodel: END versions (unloaded or failed) GET /v1/models and GetModelStatus "
+        "keep per model, newest first; older ones and their per-version metric series are "
+        "dropped (-1 keeps all, as TF Serving)",
     )
     p.add_argument(
         "--event_loop",
@@ -444,6 +463,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     _warn_no_effect(ns)
     if ns.workers < 1:
         parser.error("--workers must be at least 1")
+    if ns.max_retained_unloaded_versions < -1:
+        parser.error("--max_retained_unloaded_versions must be >= 0, or -1 to keep all")
     if ns.max_request_decoded_bytes < 1:
         parser.error("--max_request_decoded_bytes must be at least 1")
     for name in (
@@ -497,6 +518,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         tensorflow_intra_op_parallelism=ns.tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=ns.tensorflow_inter_op_parallelism,
         workers=ns.workers,
+        max_retained_unloaded_versions=ns.max_retained_unloaded_versions,
         event_loop=ns.event_loop,
         drain_timeout_seconds=ns.drain_timeout_seconds,
         traffic_split_file=ns.traffic_split_file,

@@ -16,8 +16,9 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,7 +33,7 @@ from tfmodel_server.apis.rest_api import RestState, build_app
 from tfmodel_server.core.manager import AVAILABLE, ManagerOptions, ServableManager
 from tfmodel_server.core.states import END
 from tfmodel_server.errors import ServingError
-from tfmodel_server.flags import ServerOptions
+from tfmodel_server.flags import ServerOptions, serving_marker
 from tfmodel_server.inference.request_logging import (
     RequestLogger,
     RequestLogOptions,
@@ -75,10 +76,12 @@ class Extensions:
     rest_observer: RequestObserver | None = None  # REST requests
     post_load_hook: Callable | None = None
     load_observer: Callable | None = None
+    retired_observer: Callable | None = None  # (model, version, path): drop its series
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
     request_log_stats: RequestLogStats | None = None  # on the metrics page when enabled
     on_refused: Callable[[str, str], None] | None = None  # (protocol, reason)
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # before ports
 
 
 def initial_config(
@@ -128,6 +131,12 @@ class ModelServer:
                 load_retry_interval_micros=options.load_retry_interval_micros,
                 post_load_hook=self.ext.post_load_hook,
                 load_observer=self.ext.load_observer,
+                retired_observer=self.ext.retired_observer,
+                max_retained_unloaded_versions=(
+                    None
+                    if options.max_retained_unloaded_versions < 0
+                    else options.max_retained_unloaded_versions
+                ),
             ),
         )
         self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
@@ -205,6 +214,16 @@ class ModelServer:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "HandleReloadConfigRequest is disabled (--enable_reload_config_rpc=false)",
             )
+        if self.options.workers > 1:
+            # One RPC reaches one worker: applying it there alone would split the
+            # server's models; the config file is read by every worker.
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"HandleReloadConfigRequest is refused with --workers={self.options.workers}: "
+                "each worker process holds its own models and one RPC reaches one of them; "
+                "change --model_config_file instead (every worker re-reads it every "
+                "--model_config_file_poll_wait_seconds)",
+            )
         await self._apply(cfg, "ReloadConfigRequest")
 
     def _evict_dropped_versions(self) -> None:
@@ -252,7 +271,8 @@ class ModelServer:
             except asyncio.TimeoutError:
                 pass
             try:
-                # A thread: an s3:// config is a network read.
+                # A thread: the file may sit on a slow volume or be an s3:// read;
+                # the loop serves meanwhile.
                 cfg = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("config reload rejected, keeping the current config: %s", e)
@@ -272,7 +292,7 @@ class ModelServer:
         period = self.options.model_config_file_poll_wait_seconds
         while True:
             try:
-                fractions = watcher.read_if_changed()
+                fractions = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("traffic split rejected, keeping the current split: %s", e)
             else:
@@ -293,6 +313,8 @@ class ModelServer:
         watcher: config_lib.ConfigFileWatcher | None = None,
     ) -> None:
         opts = self.options
+        for hook in self.ext.startup:
+            await hook()
         await asyncio.to_thread(self.model_cache.sweep_temp)
         if opts.listen_before_models_load:
             await self._open_ports()
@@ -552,6 +574,8 @@ async def serve(options: ServerOptions, extensions: Extensions | None = None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     await server.start(cfg, watcher)
+    if options.worker_dir:
+        Path(serving_marker(options.worker_dir, options.worker_index)).touch()
     await server.wait_stopped()
     await server.drain_and_stop()
     return 0

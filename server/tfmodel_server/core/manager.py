@@ -57,6 +57,13 @@ class ManagerOptions:
     version_settle_seconds: float | None = None
     # Bound on how long stop() waits for outstanding handles before unloading anyway.
     stop_timeout_seconds: float = 30.0
+    # END versions (unloaded, or failed for good) kept per model in the status; older
+    # ones are forgotten so status and metrics stay bounded under version churn.
+    # None keeps every one, as TF Serving.
+    max_retained_unloaded_versions: int | None = 2
+    # (model, version, path) once a version is unloaded or forgotten: its
+    # per-version metric series go (metrics.remove_version).
+    retired_observer: Callable[[str, int, str], None] | None = None
 
 
 @dataclass
@@ -458,8 +465,40 @@ class ServableManager(Generic[S]):
             copying_in = model.configured and bool(model.pending)
             for version in versions_to_unload(serving, aspired, copying_in):
                 self._begin_unload(model.versions[version])
+            forgotten = self._forget_unloaded(model, aspired)
+        for record in forgotten:
+            self._retired(record)
         if gave_up:
             self._notify()
+
+    def _forget_unloaded(self, model: _Model[S], aspired: set[int]) -> list[LoaderHarness[S]]:
+        """Drop END versions beyond the newest `max_retained_unloaded_versions`.
+
+        TF Serving's monitor keeps every END state forever
+        (ServableStateMonitor::ForgetUnloadedServableStates is never called), so
+        /v1/models grows with each published version. An aspired version is kept
+        whatever its state: its record remembers a failed load's retry budget.
+        """
+        keep = self.options.max_retained_unloaded_versions
+        if keep is None:
+            return []
+        ended = sorted(
+            (
+                v
+                for v, r in model.versions.items()
+                if r.state == END and not r.loading and v not in aspired
+            ),
+            reverse=True,
+        )
+        return [model.versions.pop(v) for v in ended[keep:]]
+
+    def _retired(self, record: LoaderHarness[S]) -> None:
+        observer = self.options.retired_observer
+        if observer is not None:
+            try:
+                observer(record.model, record.version, record.path)
+            except Exception:
+                log.exception("retired observer failed")
 
     def _schedule_load(
         self, model: _Model[S], record: LoaderHarness[S], version_dir: VersionDir
@@ -604,6 +643,7 @@ class ServableManager(Generic[S]):
                 record.model,
                 record.version,
             )
+        self._retired(record)
         self._notify()
         model = self._models.get(record.model)
         if model is not None:
