@@ -42,6 +42,11 @@ from tfmodel_server.security.auth import TokenFileError, TokenStore
 from tfmodel_server.security.interceptors import TokenInterceptor, rest_token_middleware
 from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
 from tfmodel_server.servables.tensorflow.servable import Servable
+from tfmodel_server.servables.tensorflow.session_config import (
+    SessionConfigError,
+    build_session_config,
+    set_xla_compilation,
+)
 from tfmodel_server.sources.file_system import FileSystemSource
 
 log = logging.getLogger(__name__)
@@ -87,21 +92,43 @@ def initial_config(
         raise StartupError(f"INVALID_ARGUMENT: {e}") from e
 
 
+def loader_options(options: ServerOptions) -> LoaderOptions:
+    """SessionBundleConfig from the flags (server.cc); a bad value is a StartupError."""
+    try:
+        session_config = build_session_config(
+            options.tensorflow_session_config_file,
+            options.per_process_gpu_memory_fraction,
+            options.tensorflow_session_parallelism,
+            options.tensorflow_intra_op_parallelism,
+            options.tensorflow_inter_op_parallelism,
+            options.mixed_precision,
+        )
+    except SessionConfigError as e:
+        raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+    return LoaderOptions(
+        tags=tuple(options.saved_model_tags),
+        session_config=session_config,
+        remove_unused_fields_from_bundle_metagraph=options.remove_unused_fields_from_bundle_metagraph,
+        prefer_tflite_model=options.prefer_tflite_model,
+        num_tflite_pools=options.num_tflite_pools,
+        num_tflite_interpreters_per_pool=options.num_tflite_interpreters_per_pool,
+    )
+
+
 class ModelServer:
     def __init__(self, options: ServerOptions, extensions: Extensions | None = None) -> None:
         self.options = options
         self.ext = extensions or Extensions()
-        loader = SavedModelLoader(
-            LoaderOptions(
-                tags=tuple(options.saved_model_tags),
-                intra_op_parallelism=options.tensorflow_intra_op_parallelism,
-                inter_op_parallelism=options.tensorflow_inter_op_parallelism,
-            )
+        self.loader = SavedModelLoader(loader_options(options))
+        set_xla_compilation(
+            options.xla_cpu_compilation_enabled, options.xla_gpu_compilation_enabled
         )
         self.manager: ServableManager[Servable] = ServableManager(
-            loader,
-            FileSystemSource(),
+            self.loader,
+            FileSystemSource(prefer_tflite_model=options.prefer_tflite_model),
             ManagerOptions(
+                load_threads=max(1, options.num_load_threads),
+                unload_threads=max(1, options.num_unload_threads),
                 file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
                 max_num_load_retries=options.max_num_load_retries,
                 load_retry_interval_micros=options.load_retry_interval_micros,

@@ -11,10 +11,11 @@ Predict for a missing model is answered with an error naming a "Servable".
 After that wait the tests call at once, with no retry: the ports must open only
 when the initial models are loaded, as in tensorflow_model_server.
 
-Not ported (listed in README.md): the TFLite cases (testPredictOnTfLite,
-testPredictWithSignatureDefOnTfLite: no TFLite runtime here), test_tf_text
-(needs TF Text ops and TF Serving's binary tf_text_regression model), and
-_TestBadModel, which is disabled upstream.
+Every upstream case is here except _TestBadModel and
+_TestBadModelUpconvertedSavedModel, which are disabled upstream (leading
+underscore). The TFLite cases use TF Serving's own model.tflite files
+(tests/server/testdata/tf_serving); test_tf_text uses the model TF Text's
+save_models.py generates (tests/server/tf_text_model.py).
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ class Servers:
         grpc_channel_arguments: str = "",
         wait_for_server_ready: bool = True,
         model_config_file_poll_period: int | None = None,
+        model_type: str = "tf",
     ) -> ServerProcess:
         key = (
+            model_type,
             model_name,
             str(model_path),
             str(model_config_file),
@@ -93,6 +96,8 @@ class Servers:
             args += [f"--model_name={model_name}", f"--model_base_path={model_path}"]
         else:
             raise ValueError("Both model_config_file and model_path cannot be empty!")
+        if model_type == "tflite":
+            args.append("--prefer_tflite_model=true")
         if monitoring_config_file:
             args.append(f"--monitoring_config_file={monitoring_config_file}")
         if model_config_file_poll_period is not None:
@@ -602,6 +607,20 @@ root.g = tf.function(lambda x: {'y': 2.}, input_signature=[tf.TensorSpec(None, t
 tf.saved_model.save(root, sys.argv[1],
                     signatures={'serving_default': root.f, 'custom_signature_key': root.g})
 """
+
+
+def test_predict_on_tf_lite(servers, testdata):
+    server = servers.run("default", testdata.tflite, model_type="tflite")
+    verify_predict_request(
+        grpc_address(server), 3.0, model_version(testdata.tflite), specify_output=False
+    )
+
+
+def test_predict_with_signature_def_on_tf_lite(servers, testdata):
+    server = servers.run("default", testdata.tflite_with_sigdef, model_type="tflite")
+    verify_predict_request(
+        grpc_address(server), 3.0, model_version(testdata.tflite), specify_output=False
+    )
 
 
 def test_tf_saved_model_save(servers, tmp_path):

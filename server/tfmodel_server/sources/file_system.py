@@ -48,7 +48,8 @@ def fingerprint_dir(path: str) -> Fingerprint:
 class FileSystemSource:
     """Polls base paths; remembers fingerprints between polls. poll() blocks: use a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefer_tflite_model: bool = False) -> None:
+        self._prefer_tflite_model = prefer_tflite_model
         self._lock = threading.Lock()
         self._models: dict[str, str] = {}
         self._last_seen: dict[str, dict[int, Fingerprint]] = {}
@@ -118,7 +119,7 @@ class FileSystemSource:
             if version in seen:
                 log.warning("Servable %s: two directories for version %d", name, version)
                 continue
-            reason = incomplete_reason(path)
+            reason = incomplete_reason(path, self._prefer_tflite_model)
             if reason is not None:
                 if version in offered:
                     log.warning(
