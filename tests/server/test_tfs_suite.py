@@ -720,3 +720,26 @@ def test_profiler_service_with_valid_trace_request(servers, testdata, tmp_path):
     assert answers == [200, 200, 200]
     # tsl's layout: logdir/plugins/profile/<session>/<host>.xplane.pb
     assert list(logdir.glob("plugins/profile/*/*.xplane.pb"))
+
+
+@pytest.fixture(scope="module")
+def tf_text_regression(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TF Text's save_models.py model (tests/server/tf_text_model.py), in a child process."""
+    model_path = tmp_path_factory.mktemp("tf_text") / "tf_text_regression"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run(
+        [sys.executable, "-m", "tests.server.tf_text_model", str(model_path / "01")],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env=env,
+        cwd=Path(__file__).parents[2],
+    )
+    return model_path
+
+
+def test_tf_text(servers, tf_text_regression):
+    server = servers.run("default", tf_text_regression)
+    verify_predict_request(
+        grpc_address(server), 3.0, model_version(tf_text_regression), rpc_timeout=600
+    )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from tfmodel_server.errors import ServingError
+from tfmodel_server.servables.tensorflow.custom_ops import register_custom_ops
 from tfmodel_server.servables.tensorflow.saved_model_files import (
     has_saved_model,
     has_tflite_model,
@@ -122,6 +123,7 @@ def load_saved_model(
             grpc.StatusCode.NOT_FOUND,
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
         )
+    register_custom_ops()  # TF Text etc., as TF Serving links them in
     v1 = tf.compat.v1
     graph = tf.Graph()
     config = v1.ConfigProto(allow_soft_placement=True)
