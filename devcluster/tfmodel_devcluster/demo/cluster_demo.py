@@ -1,7 +1,7 @@
 """`make demo`: TFModel, operator, pods and a canary rollout on the embedded cluster.
 
-  sudo .venv/bin/python -m tests.cluster.demo [--keep] [--api-port N]
-  sudo .venv/bin/python -m tests.cluster.demo down      (a cluster kept with --keep)
+  sudo .venv/bin/tfmodel-demo cluster [--keep] [--api-port N]
+  sudo .venv/bin/tfmodel-demo down      (a cluster kept with --keep)
 
 One line per step on the terminal; everything else (TensorFlow's C++ and Python logs, the
 cluster's own lines) goes to the log file named at the start, beside which the rollout's PNG
@@ -10,7 +10,6 @@ plot is written.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -21,10 +20,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.cluster import cluster as cluster_mod
-from tests.cluster.cluster import REPO_ROOT, Cluster, ClusterError
-from tests.cluster.demo import preflight, report, steps
-from tests.cluster.demo.preflight import DemoEnvError
+from tfmodel_devcluster import cluster as cluster_mod
+from tfmodel_devcluster import host
+from tfmodel_devcluster.cluster import REPO_ROOT, Cluster, ClusterError
+from tfmodel_devcluster.demo import preflight, report, steps
+from tfmodel_devcluster.demo.preflight import DemoEnvError
 
 NUM_TESTS = 1000
 REPLICAS = 2
@@ -119,7 +119,7 @@ def run(keep: bool, api_port: int, workdir: Path) -> int:
     png_path.unlink(missing_ok=True)  # "plot:" below names only this run's
     log_path.write_text(f"tfmodel demo {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     out = Out(log_path)
-    cluster_mod.LOG_HOOK = out.log  # the cluster's own lines: log file only
+    host.LOG_HOOK = out.log  # the cluster's own lines: log file only
     print("tfmodel demo: a TFModel on a real single-node Kubernetes cluster, then a canary rollout")
     print(f"      log (TensorFlow and cluster output): {log_path}")
     summary: list[tuple[str, str]] = []
@@ -143,7 +143,7 @@ def run(keep: bool, api_port: int, workdir: Path) -> int:
         )
     with ticker(out, "building" if cold else "checking the caches", cluster_mod.build_log()):
         built = cluster_mod.build_all()
-    # Warm but slow: a change under server/, operator/ or README rebuilt the images.
+    # Warm but slow: a change under server/, operator/ or the lock rebuilt the images.
     how = "built" if cold else ("rebuilt what changed" if time.monotonic() - t > 60 else "cached")
     out.info(f"ready in {_took(t)} ({how})")
     summary.append(("build", f"{_took(t)} ({'cold' if cold else 'warm'})"))
@@ -282,9 +282,9 @@ def down() -> int:
         print("no demo cluster kept (nothing to do)")
         return 0
     data_dir = Path(pointer.read_text().strip())
-    from tests.cluster.__main__ import down as cluster_down
+    from tfmodel_devcluster.cli import down as cluster_down
 
-    cluster_mod.LOG_HOOK = lambda line: None
+    host.LOG_HOOK = lambda line: None
     if data_dir.exists():
         cluster_down(data_dir)
     pointer.unlink()
@@ -296,25 +296,25 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["run", "down"], default="run")
-    parser.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
-    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path(os.environ.get("TFMODEL_DEMO_DIR", "/var/tmp/tfmodel-demo")),
-    )
-    args = parser.parse_args()
+def default_workdir() -> Path:
+    return Path(os.environ.get("TFMODEL_DEMO_DIR", "/var/tmp/tfmodel-demo"))
+
+
+def main(
+    command: str = "run",
+    keep: bool = False,
+    api_port: int = DEFAULT_API_PORT,
+    workdir: Path | None = None,
+) -> int:
+    """`run` (the demo) or `down` (a cluster kept with keep); returns the exit code."""
     # SIGTERM / SIGHUP (a closed terminal) tear the cluster down like Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:
-        if args.command == "down":
+        if command == "down":
             preflight.check_root()
             return down()
-        return run(args.keep, args.api_port, args.workdir)
+        return run(keep, api_port, workdir or default_workdir())
     except DemoEnvError as exc:
         print(f"\ncannot run the demo: {exc}", file=sys.stderr)
         return 2
@@ -325,7 +325,3 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,11 +7,9 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-
-from tests.cluster import cluster as cluster_mod
-from tests.cluster.demo import __main__ as demo_main
-from tests.cluster.demo import preflight
-from tests.cluster.demo.preflight import DemoEnvError
+from tfmodel_devcluster import host
+from tfmodel_devcluster.demo import cli, preflight
+from tfmodel_devcluster.demo.preflight import DemoEnvError
 
 
 def test_not_root_says_sudo_and_demo_server(monkeypatch):
@@ -49,8 +47,7 @@ def test_main_prints_the_message_and_exits_2(monkeypatch, capsys, tmp_path: Path
         raise DemoEnvError("needs root")
 
     monkeypatch.setattr(preflight, "check_root", not_root)
-    monkeypatch.setattr(cluster_mod, "LOG_HOOK", None)  # run() sets it: restored after the test
-    monkeypatch.setattr("sys.argv", ["demo", "--workdir", str(tmp_path)])
-    assert demo_main.main() == 2
+    monkeypatch.setattr(host, "LOG_HOOK", None)  # run() sets it: restored after the test
+    assert cli.main(["cluster", "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "cannot run the demo: needs root" in err and "Traceback" not in err

@@ -1,8 +1,8 @@
 """The demo's steps on a running cluster: helm install, export, apply, query, canary rollout.
 
 Nothing here prints; each step returns what the demo shows (and what its test asserts).
-TensorFlow runs only in subprocesses (`tfmodel-demo export`, client.py), whose output goes to
-the log file the caller names, so the terminal stays readable.
+TensorFlow runs only in subprocesses (`tfmodel-demo export`, service_client.py), whose output
+goes to the log file the caller names, so the terminal stays readable.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.cluster import REPO_ROOT, Cluster
+from tfmodel_devcluster.cluster import REPO_ROOT, Cluster
 
 CHART = REPO_ROOT / "helm" / "tfmodel-operator"
 OPERATOR_NS = "tfmodel-system"
@@ -92,12 +92,12 @@ def models_root(cluster: Cluster) -> Path:
 def export_models(cluster: Cluster, log_file: Path) -> Path:
     """Train and export versions 1 and 2 of the tutorial model onto the node's model volume."""
     base = models_root(cluster) / NAME
-    tool = Path(sys.executable).parent / "tfmodel-demo"
+    tool = [sys.executable, "-m", "tfmodel_devcluster.demo"]  # = tfmodel-demo
     with log_file.open("a") as out:
         for version, iterations in ITERATIONS.items():
             if (base / str(version)).exists():
                 continue
-            cmd = [str(tool), "export", f"--training_iteration={iterations}",
+            cmd = [*tool, "export", f"--training_iteration={iterations}",
                    f"--model_version={version}", str(base)]  # fmt: skip
             out.write(f"$ {' '.join(cmd)}\n")
             out.flush()
@@ -209,14 +209,34 @@ def service_ip(cluster: Cluster) -> str:
 
 # --- clients (inside the node's network namespace) ------------------------------------------
 def _client(cluster: Cluster, *args: str) -> list[str]:
-    return cluster.in_netns([sys.executable, "-m", "tests.cluster.demo.client", *args])
+    return cluster.in_netns([sys.executable, "-m", "tfmodel_devcluster.demo.service_client", *args])
 
 
 def query(cluster: Cluster, label: str, num_tests: int, log_file: Path) -> dict[str, Any]:
     """The tutorial's error rate through the Service, over gRPC and over REST, for `label`."""
+    args = ["query", service_ip(cluster), NAME, label, str(num_tests)]
+    return _run_client(cluster, args, log_file, f"the {label} query")
+
+
+def predict_once(
+    cluster: Cluster,
+    host: str,
+    model: str,
+    label: str = "-",
+    call: dict[str, Any] | None = None,
+    log_file: Path | None = None,
+) -> dict[str, Any]:
+    """One gRPC and one REST predict against `host` (a ClusterIP or a pod IP): the gRPC
+    answer's version and both outputs. `call`: service_client's INPUT (default: a digit)."""
+    args = ["once", host, model, label, *([json.dumps(call)] if call else [])]
+    log = log_file or cluster.data_dir / "logs" / "service-client.log"
+    return _run_client(cluster, args, log, f"one predict on {model}")
+
+
+def _run_client(cluster: Cluster, args: list[str], log_file: Path, what: str) -> dict[str, Any]:
     with log_file.open("a") as err:
         done = subprocess.run(
-            _client(cluster, "query", service_ip(cluster), NAME, label, str(num_tests)),
+            _client(cluster, *args),
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
@@ -225,23 +245,34 @@ def query(cluster: Cluster, label: str, num_tests: int, log_file: Path) -> dict[
             timeout=600,
         )
     if done.returncode != 0:
-        raise StepError(f"the {label} query failed (exit {done.returncode}, see {log_file})")
+        raise StepError(f"{what} failed (exit {done.returncode}, see {log_file})")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
 class Loop:
-    """client.py's loop on the Service's `stable` label while the rollout runs."""
+    """service_client.py's loop (gRPC and REST alternately, one long-lived channel) while
+    something changes: by default on the demo's Service and its `stable` label."""
 
-    def __init__(self, cluster: Cluster, log_file: Path, max_s: float = 900) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        log_file: Path,
+        max_s: float = 900,
+        *,
+        host: str | None = None,
+        model: str = NAME,
+        label: str = "stable",
+        call: dict[str, Any] | None = None,
+    ) -> None:
         token = secrets.token_hex(4)
         self.stop_file = cluster.data_dir / f"demo-stop-{token}"
         self.out_path = cluster.data_dir / f"demo-loop-{token}.json"
         self._out = self.out_path.open("w")
         self._err = log_file.open("a")
+        args = ["loop", host or service_ip(cluster), model, label, str(self.stop_file), str(max_s)]
         self.proc = subprocess.Popen(
-            _client(cluster, "loop", service_ip(cluster), NAME, "stable", str(self.stop_file),
-                    str(max_s)),
+            _client(cluster, *args, *([json.dumps(call)] if call else [])),
             stdout=self._out, stderr=self._err, cwd=REPO_ROOT, env=_quiet_env(),
             start_new_session=True,
         )  # fmt: skip

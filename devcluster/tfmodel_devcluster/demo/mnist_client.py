@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfmodel_server.demo.data import load_digits_split
+from tfmodel_devcluster.demo.data import load_digits_split
 
 RPC_TIMEOUT_SECONDS = 5.0  # as mnist_client.py
 

@@ -1,16 +1,24 @@
-"""`tfmodel-demo export | client | walkthrough`."""
+"""`tfmodel-demo export | client | walkthrough | cluster | down`.
+
+export, client    TF Serving's MNIST tutorial tools (mnist_saved_model.py, mnist_client.py)
+walkthrough       `make demo-server`: the tutorial against a local tfmodel-server (no cluster)
+cluster, down     `make demo` / `make demo-down`: the operator, a TFModel and a canary rollout
+                  on the embedded single-node cluster (root)
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfmodel-demo",
-        description="TF Serving's MNIST tutorial on scikit-learn's bundled digits data.",
+        description="tfmodel's demos: TF Serving's MNIST tutorial on scikit-learn's bundled "
+        "digits data, served by a local tfmodel-server or on the embedded cluster.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -36,12 +44,22 @@ def _build_parser() -> argparse.ArgumentParser:
     client.add_argument("--server", default="", help="PredictionService host:port")
     client.add_argument("--model_name", default="mnist", help="model name to query")
 
-    walk = sub.add_parser("walkthrough", help="run the README walk-through end to end")
+    walk = sub.add_parser(
+        "walkthrough", help="export, serve, query, hot-swap a version (make demo-server)"
+    )
     walk.add_argument(
         "--workdir", default=None, help="keep the models and server log here (default: a temp dir)"
     )
     walk.add_argument("--num_tests", type=int, default=1000)
     walk.add_argument("--concurrency", type=int, default=10)
+
+    demo = sub.add_parser(
+        "cluster", help="the operator, a TFModel and a canary rollout on the embedded cluster"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
+    demo.add_argument("--api-port", type=int, default=16443)
+    demo.add_argument("--workdir", type=Path, default=None, help="log and plot directory")
+    sub.add_parser("down", help="stop a cluster kept with `cluster --keep` (make demo-down)")
     return parser
 
 
@@ -50,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's C++ start-up chatter
 
     if args.command == "export":
-        from tfmodel_server.demo.export import export_model
+        from tfmodel_devcluster.demo.export import export_model
 
         try:
             export_model(args.export_dir, args.training_iteration, args.model_version)
@@ -60,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "client":
-        from tfmodel_server.demo.client import do_inference, format_error_rate
+        from tfmodel_devcluster.demo.mnist_client import do_inference, format_error_rate
 
         if args.num_tests > 10000:
             print("num_tests should not be greater than 10k", file=sys.stderr)
@@ -72,7 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + format_error_rate(result.error_rate))
         return 1 if result.failed_rpcs else 0
 
-    from tfmodel_server.demo.walkthrough import run_walkthrough
+    if args.command in ("cluster", "down"):
+        from tfmodel_devcluster.demo import cluster_demo
+
+        if args.command == "down":
+            return cluster_demo.main("down")
+        return cluster_demo.main("run", args.keep, args.api_port, args.workdir)
+
+    from tfmodel_devcluster.demo.walkthrough import run_walkthrough
 
     return run_walkthrough(args.workdir, args.num_tests, args.concurrency)
 

@@ -1,4 +1,4 @@
-"""The README walk-through end to end: export v1, serve, query, export v2, hot swap, query again.
+"""`make demo-server`: export v1, serve, query, export v2, hot swap, query again.
 
 Drives a real `tfmodel-server` process on free local ports and stops it with SIGTERM, which
 must drain and exit 0. Returns non-zero if any step fails.
@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tfmodel_server.demo.client import do_inference, format_error_rate
-from tfmodel_server.demo.export import export_model
+from tfmodel_devcluster.demo.export import export_model
+from tfmodel_devcluster.demo.mnist_client import do_inference, format_error_rate
 
 MODEL_NAME = "mnist"
 V1_ITERATIONS = 100

@@ -9,7 +9,7 @@
 # ${TFMODEL_CACHE:-~/.cache/tfmodel}/images/; unchanged inputs rebuild nothing.
 # Prints one line per image: NAME REF ARCHIVE
 #
-#   tests/cluster/images.sh [pause] [server] [operator]      (default: all three)
+#   devcluster/build/images.sh [pause] [server] [operator]      (default: all three)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -80,7 +80,7 @@ fi
 # --- pod sandbox ("pause") image --------------------------------------------------------------
 build_pause() {
   local here hash ref archive
-  here="$ROOT/tests/cluster/pause"
+  here="$ROOT/devcluster/build/pause"
   hash="$(cat "$here/main.go" "$here/go.mod" | sha256sum | cut -c1-12)"
   ref="localhost/tfmodel-pause:$hash"
   archive="$IMAGES/pause-$hash.oci.tar"
@@ -102,13 +102,14 @@ build_pause() {
 }
 
 # --- application images -----------------------------------------------------------------------
-# What each Dockerfile's build context holds (.dockerignore excludes the rest).
+# What each Dockerfile COPYs from the build context (not README.md, which the Dockerfiles
+# stub, nor devcluster/, which no image holds): a change elsewhere rebuilds no image.
 context_hash() {
   local dockerfile="$1"
   (
     cd "$ROOT"
     echo "$BASE_HASH"
-    find "$dockerfile" .dockerignore pyproject.toml README.md server operator -type f \
+    find "$dockerfile" .dockerignore pyproject.toml constraints.txt server operator -type f \
       -not -path '*/__pycache__/*' -not -name '*.pyc' -not -path '*.egg-info*' -print0 |
       sort -z | xargs -0 sha256sum
   ) | sha256sum | cut -c1-12

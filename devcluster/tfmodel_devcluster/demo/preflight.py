@@ -12,7 +12,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from tests.cluster.cluster import cache_dir
+from tfmodel_devcluster.cluster import cache_dir
 
 GIB = 1024**3
 # Cold: Go build cache (~3 GB), binaries, buildah storage and archives (~5 GB), containerd's

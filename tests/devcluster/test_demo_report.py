@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cluster.demo import report
+from tfmodel_devcluster.demo import report
 
 # 20 s of version 1, 20 s of a 30% canary, then version 2 only (REST answers carry no version).
 LOOP = {

@@ -1,16 +1,15 @@
-"""tfmodel-demo: the exported SavedModel's signatures, and the client against a real server."""
+"""tfmodel-demo (make demo-server): the exported SavedModel's signatures, and the client
+against a real tfmodel-server process."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
-from tfmodel_server.demo import cli
-from tfmodel_server.demo.client import do_inference
-from tfmodel_server.demo.data import NUM_FEATURES, load_digits_split
-from tfmodel_server.demo.export import export_model
-from tfmodel_server.demo.walkthrough import ServerProcess
+from tfmodel_devcluster.demo import cli
+from tfmodel_devcluster.demo.data import NUM_FEATURES, load_digits_split
+from tfmodel_devcluster.demo.export import export_model
+from tfmodel_devcluster.demo.mnist_client import do_inference
+from tfmodel_devcluster.demo.walkthrough import ServerProcess
 
 TRAINING_ITERATIONS = 30
 
@@ -106,14 +105,8 @@ def test_client_cli_requires_server(capsys):
     assert "please specify server host:port" in capsys.readouterr().err
 
 
-def _server_available() -> bool:
-    return importlib.util.find_spec("tfmodel_server.main") is not None
-
-
 @pytest.fixture(scope="module")
 def server(base_path, tmp_path_factory):
-    if not _server_available():
-        pytest.skip("tfmodel_server.main not present yet")
     log = tmp_path_factory.mktemp("demo-server") / "server.log"
     proc = ServerProcess("mnist", base_path, str(log))
     try:

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from tfmodel_server.demo.data import (
+from tfmodel_devcluster.demo.data import (
     NUM_CLASSES,
     NUM_FEATURES,
     DigitsSplit,
