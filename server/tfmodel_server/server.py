@@ -45,6 +45,7 @@ from tfmodel_server.servables.tensorflow.servable import Servable
 from tfmodel_server.servables.tensorflow.session_config import (
     SessionConfigError,
     build_session_config,
+    describe_session_config,
     set_xla_compilation,
 )
 from tfmodel_server.sources.file_system import FileSystemSource
@@ -105,6 +106,7 @@ def loader_options(options: ServerOptions) -> LoaderOptions:
         )
     except SessionConfigError as e:
         raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+    log.info("TensorFlow session config: {%s}", describe_session_config(session_config))
     return LoaderOptions(
         tags=tuple(options.saved_model_tags),
         session_config=session_config,

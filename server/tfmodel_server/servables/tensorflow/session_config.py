@@ -83,6 +83,15 @@ def build_session_config(
     return config.SerializeToString()
 
 
+def describe_session_config(serialized: bytes) -> str:
+    """The ConfigProto as one line of text (logged at start-up)."""
+    from tensorflow.core.protobuf import config_pb2
+
+    config = config_pb2.ConfigProto()
+    config.ParseFromString(serialized)
+    return text_format.MessageToString(config, as_one_line=True)
+
+
 def set_xla_compilation(cpu_enabled: bool, gpu_enabled: bool) -> bool:
     """main.cc: DisableXlaCompilation() unless an XLA flag is on. True if it was called."""
     if cpu_enabled or gpu_enabled:
