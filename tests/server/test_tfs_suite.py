@@ -5,7 +5,9 @@ test_util/tensorflow_model_server_test_base.py. Each test below keeps the
 upstream name (snake-cased), request and expected values; the servers are
 started with the command line the base class's RunServer builds
 (--port, --rest_api_port, --rest_api_timeout_in_ms=5000, --grpc_socket_path,
-then --model_name/--model_base_path or --model_config_file, ...), one server per
+then --model_name/--model_base_path or --model_config_file, --prefer_tflite_model
+for model_type tflite, ..., --grpc_channel_arguments ending in
+grpc.so_reuseaddr=1), one server per
 distinct argument set, and waited for the way WaitForServerReady waits: until a
 Predict for a missing model is answered with an error naming a "Servable".
 After that wait the tests call at once, with no retry: the ports must open only
@@ -102,8 +104,11 @@ class Servers:
             args.append(f"--monitoring_config_file={monitoring_config_file}")
         if model_config_file_poll_period is not None:
             args.append(f"--model_config_file_poll_wait_seconds={model_config_file_poll_period}")
-        if grpc_channel_arguments:
-            args.append(f"--grpc_channel_arguments={grpc_channel_arguments}")
+        # The base adds grpc.so_reuseaddr=1 to every server (its port-reuse fix).
+        channel_arguments = ",".join(
+            a for a in (grpc_channel_arguments, "grpc.so_reuseaddr=1") if a
+        )
+        args.append(f"--grpc_channel_arguments={channel_arguments}")
         server = ServerProcess(*args).start()
         server.socket_path = socket_path  # type: ignore[attr-defined]
         self._servers[key] = server
