@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from tfmodel_server.errors import invalid_argument
 from tfmodel_server.flags import ServerOptions
 from tfmodel_server.inference.batching import BatchingRunner
-from tfmodel_server.inference.batching_params import BatchingConfigError, load_batching_parameters
+from tfmodel_server.inference.batching_params import (
+    BatchingConfigError,
+    load_batching_parameters,
+    per_model_batching_params,
+)
 from tfmodel_server.monitoring.metrics import (
     CONTENT_TYPE,
     ENTRYPOINT_GRPC,
@@ -16,6 +23,7 @@ from tfmodel_server.monitoring.metrics import (
 )
 from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
 from tfmodel_server.monitoring.worker_metrics import WorkerMetrics
+from tfmodel_server.servables.tensorflow.servable import Servable
 from tfmodel_server.servables.tensorflow.warmup import make_warmup_hook
 from tfmodel_server.server import Extensions, StartupError
 
@@ -50,7 +58,30 @@ def build_extensions(options: ServerOptions) -> Extensions:
             params = load_batching_parameters(options.batching_parameters_file or None)
         except (BatchingConfigError, OSError) as e:
             raise StartupError(f"INVALID_ARGUMENT: --batching_parameters_file: {e}") from e
-        ext.runner = BatchingRunner(params, stats=metrics)
+        per_model = options.enable_per_model_batching_parameters
+        ext.runner = BatchingRunner(params, stats=metrics, per_model=per_model)
+    hooks: list[Callable[[Servable], None]] = []
+    if options.enable_batching and options.enable_per_model_batching_parameters:
+        hooks.append(_read_per_model_batching_params)
     if options.enable_model_warmup:
-        ext.post_load_hook = make_warmup_hook(options.num_request_iterations_for_warmup, metrics)
+        # Last: a version whose batching file is bad fails before warming up.
+        hooks.append(make_warmup_hook(options.num_request_iterations_for_warmup, metrics))
+    if hooks:
+        ext.post_load_hook = _chain(hooks)
     return ext
+
+
+def _read_per_model_batching_params(servable: Servable) -> None:
+    """A bad batching_params.pbtxt fails the version's load (INVALID_ARGUMENT)."""
+    try:
+        servable.batching_params = per_model_batching_params(servable.path)
+    except (BatchingConfigError, OSError) as e:
+        raise invalid_argument(str(e)) from None
+
+
+def _chain(hooks: list[Callable[[Servable], None]]) -> Callable[[Servable], None]:
+    def run_all(servable: Servable) -> None:
+        for hook in hooks:
+            hook(servable)
+
+    return run_all

@@ -62,6 +62,20 @@ class ServerOptions:
     enable_signature_method_name_check: bool = False
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    # --- TensorFlow runtime block (see _add_tensorflow_flags) ---
+    tensorflow_session_parallelism: int = 0
+    tensorflow_session_config_file: str = ""
+    per_process_gpu_memory_fraction: float = 0.0
+    xla_cpu_compilation_enabled: bool = False
+    xla_gpu_compilation_enabled: bool = False
+    mixed_precision: str = ""
+    remove_unused_fields_from_bundle_metagraph: bool = True
+    enable_per_model_batching_parameters: bool = False
+    num_load_threads: int = 0
+    num_unload_threads: int = 0
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = 0  # 0 = the CPUs this process may run on, as TF Serving
+    num_tflite_interpreters_per_pool: int = 1
     workers: int = 1
     max_retained_unloaded_versions: int = 2
     event_loop: str = "uvloop"
@@ -195,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(or for no version or label) to the canary label's version",
     )
     _add_fidelity_flags(p, flag_bool)
+    _add_tensorflow_flags(p, flag_bool)
     _add_object_store_flags(p)
     _add_request_limit_flags(p)
     _add_limit_flags(p)
@@ -279,27 +294,13 @@ def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
 # Every other flag `tensorflow_model_server --help` lists (TF Serving's
 # main.cc), then tfmodel's own security and start-up extras.
 
-# Flags that have no effect in this server (GPU, TPU, TFLite, XLA, TF's own
-# caches and thread pools): accepted, and a warning names them when set.
-# name -> (type, default, why it has no effect)
+# Flags that have no effect in this server: accepted, and a warning names them
+# when set. name -> (type, default, why it has no effect)
 NO_EFFECT_FLAGS: dict[str, tuple[object, object, str]] = {
-    "enable_per_model_batching_parameters": (bool, False, "per-model batching files"),
-    "num_load_threads": (int, 0, "loads run on one worker thread"),
-    "num_unload_threads": (int, 0, "unloads run on one worker thread"),
     "flush_filesystem_caches": (bool, True, "no filesystem cache to flush"),
-    "tensorflow_session_parallelism": (int, 0, "use --tensorflow_intra/inter_op_parallelism"),
-    "tensorflow_session_config_file": (str, "", "session ConfigProto files"),
     "use_alts_credentials": (bool, False, "Google ALTS"),
     "platform_config_file": (str, "", "PlatformConfigMap (only the TensorFlow platform)"),
-    "per_process_gpu_memory_fraction": (float, 0.0, "GPU"),
-    "remove_unused_fields_from_bundle_metagraph": (bool, True, "metagraph trimming"),
-    "prefer_tflite_model": (bool, False, "TFLite"),
-    "num_tflite_pools": (int, 1, "TFLite"),
-    "num_tflite_interpreters_per_pool": (int, 1, "TFLite"),
-    "xla_cpu_compilation_enabled": (bool, False, "XLA JIT"),
-    "xla_gpu_compilation_enabled": (bool, False, "XLA JIT / GPU"),
     "thread_pool_factory_config_file": (str, "", "custom thread pools"),
-    "mixed_precision": (str, "", "mixed precision (MKL)"),
     "skip_initialize_tpu": (bool, False, "TPU"),
 }
 
@@ -355,6 +356,100 @@ def _add_fidelity_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
         help="tfmodel: false refuses ModelService.HandleReloadConfigRequest",
         **flag_bool,
     )
+
+
+# --- TensorFlow runtime block ---------------------------------------------------
+# main.cc / server.cc: the SessionBundleConfig and manager flags.
+
+
+def _add_tensorflow_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
+    p.add_argument(
+        "--tensorflow_session_parallelism",
+        type=int,
+        default=0,
+        help="threads of each TF session (both pools) unless the intra/inter flags are set",
+    )
+    p.add_argument(
+        "--tensorflow_session_config_file",
+        default="",
+        help="a tensorflow.ConfigProto text proto every SavedModel session starts from",
+    )
+    p.add_argument(
+        "--per_process_gpu_memory_fraction",
+        type=float,
+        default=0.0,
+        help="gpu_options.per_process_gpu_memory_fraction of every session (0 = TF's default)",
+    )
+    p.add_argument(
+        "--xla_cpu_compilation_enabled",
+        default=False,
+        help="allow XLA:CPU JIT (jit_compile functions); off, as TF Serving, they fail",
+        **flag_bool,
+    )
+    p.add_argument(
+        "--xla_gpu_compilation_enabled",
+        default=False,
+        help="allow XLA:GPU JIT; either XLA flag leaves XLA compilation enabled",
+        **flag_bool,
+    )
+    p.add_argument(
+        "--mixed_precision",
+        default="",
+        help="bfloat16: oneDNN auto mixed precision rewrite in every session",
+    )
+    p.add_argument(
+        "--remove_unused_fields_from_bundle_metagraph",
+        default=True,
+        help="keep only the signature_defs of each loaded MetaGraphDef",
+        **flag_bool,
+    )
+    p.add_argument(
+        "--enable_per_model_batching_parameters",
+        default=False,
+        help="with --enable_batching, batch a version with its own "
+        "assets.extra/batching_params.pbtxt (and not at all without one)",
+        **flag_bool,
+    )
+    p.add_argument(
+        "--num_load_threads",
+        type=int,
+        default=0,
+        help="versions loaded at once (0 = one at a time)",
+    )
+    p.add_argument(
+        "--num_unload_threads",
+        type=int,
+        default=0,
+        help="versions unloaded at once (0 = one at a time)",
+    )
+    p.add_argument(
+        "--prefer_tflite_model",
+        default=False,
+        help="load a version dir's model.tflite instead of its SavedModel when it has one",
+        **flag_bool,
+    )
+    p.add_argument(
+        "--num_tflite_pools",
+        type=int,
+        default=0,
+        help="TFLite interpreters per model (0 = the CPUs, as TF Serving)",
+    )
+    p.add_argument(
+        "--num_tflite_interpreters_per_pool",
+        type=int,
+        default=1,
+        help="> 1: split requests into batches of ceil(500/N) rows across the interpreters",
+    )
+
+
+def schedulable_cpus() -> int:
+    """port::NumSchedulableCPUs."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 # --- limits and shutdown block -------------------------------------------------
@@ -488,6 +583,13 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     if ns.rest_api_idle_timeout_seconds <= 0:
         # aiohttp would then never close a connection that sends nothing.
         parser.error("--rest_api_idle_timeout_seconds must be > 0")
+    for name in ("num_load_threads", "num_unload_threads", "num_tflite_pools"):
+        if getattr(ns, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(ns, name)}")
+    if ns.num_tflite_interpreters_per_pool < 1:
+        parser.error("--num_tflite_interpreters_per_pool must be at least 1")
+    if not 0.0 <= ns.per_process_gpu_memory_fraction <= 1.0:
+        parser.error("--per_process_gpu_memory_fraction must be in [0, 1]")
     if ns.port == 0 and ns.rest_api_port == 0:
         parser.error("--port and --rest_api_port are both 0: nothing to serve")
     tags = tuple(t.strip() for t in ns.saved_model_tags.split(",") if t.strip())
@@ -517,6 +619,19 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         enable_signature_method_name_check=ns.enable_signature_method_name_check,
         tensorflow_intra_op_parallelism=ns.tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=ns.tensorflow_inter_op_parallelism,
+        tensorflow_session_parallelism=ns.tensorflow_session_parallelism,
+        tensorflow_session_config_file=ns.tensorflow_session_config_file,
+        per_process_gpu_memory_fraction=ns.per_process_gpu_memory_fraction,
+        xla_cpu_compilation_enabled=ns.xla_cpu_compilation_enabled,
+        xla_gpu_compilation_enabled=ns.xla_gpu_compilation_enabled,
+        mixed_precision=ns.mixed_precision,
+        remove_unused_fields_from_bundle_metagraph=ns.remove_unused_fields_from_bundle_metagraph,
+        enable_per_model_batching_parameters=ns.enable_per_model_batching_parameters,
+        num_load_threads=ns.num_load_threads,
+        num_unload_threads=ns.num_unload_threads,
+        prefer_tflite_model=ns.prefer_tflite_model,
+        num_tflite_pools=ns.num_tflite_pools or schedulable_cpus(),
+        num_tflite_interpreters_per_pool=ns.num_tflite_interpreters_per_pool,
         workers=ns.workers,
         max_retained_unloaded_versions=ns.max_retained_unloaded_versions,
         event_loop=ns.event_loop,

@@ -52,6 +52,12 @@ from tfmodel_server.security.auth import TokenFileError, TokenStore
 from tfmodel_server.security.interceptors import TokenInterceptor, rest_token_middleware
 from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
 from tfmodel_server.servables.tensorflow.servable import Servable
+from tfmodel_server.servables.tensorflow.session_config import (
+    SessionConfigError,
+    build_session_config,
+    describe_session_config,
+    set_xla_compilation,
+)
 from tfmodel_server.sources import s3
 from tfmodel_server.sources.file_system import FileSystemSource
 from tfmodel_server.sources.model_cache import CachingLoader, ModelCache
@@ -104,6 +110,30 @@ def initial_config(
         raise StartupError(f"INVALID_ARGUMENT: {e}") from e
 
 
+def loader_options(options: ServerOptions) -> LoaderOptions:
+    """SessionBundleConfig from the flags (server.cc); a bad value is a StartupError."""
+    try:
+        session_config = build_session_config(
+            options.tensorflow_session_config_file,
+            options.per_process_gpu_memory_fraction,
+            options.tensorflow_session_parallelism,
+            options.tensorflow_intra_op_parallelism,
+            options.tensorflow_inter_op_parallelism,
+            options.mixed_precision,
+        )
+    except SessionConfigError as e:
+        raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+    log.info("TensorFlow session config: {%s}", describe_session_config(session_config))
+    return LoaderOptions(
+        tags=tuple(options.saved_model_tags),
+        session_config=session_config,
+        remove_unused_fields_from_bundle_metagraph=options.remove_unused_fields_from_bundle_metagraph,
+        prefer_tflite_model=options.prefer_tflite_model,
+        num_tflite_pools=options.num_tflite_pools,
+        num_tflite_interpreters_per_pool=options.num_tflite_interpreters_per_pool,
+    )
+
+
 def s3_settings(options: ServerOptions) -> s3.S3Settings:
     return s3.S3Settings(addressing_style=options.s3_addressing_style)
 
@@ -112,20 +142,22 @@ class ModelServer:
     def __init__(self, options: ServerOptions, extensions: Extensions | None = None) -> None:
         self.options = options
         self.ext = extensions or Extensions()
-        loader = SavedModelLoader(
-            LoaderOptions(
-                tags=tuple(options.saved_model_tags),
-                intra_op_parallelism=options.tensorflow_intra_op_parallelism,
-                inter_op_parallelism=options.tensorflow_inter_op_parallelism,
-            )
+        self.loader = SavedModelLoader(loader_options(options))
+        set_xla_compilation(
+            options.xla_cpu_compilation_enabled, options.xla_gpu_compilation_enabled
         )
         # s3:// base paths: versions are downloaded into the cache when the policy picks them.
         self.model_cache = ModelCache(options.model_cache_dir, s3_settings(options))
         self._stopping = False
         self.manager: ServableManager[Servable] = ServableManager(
-            CachingLoader(loader, self.model_cache),
-            RoutingSource(FileSystemSource(), ObjectStoreSource(s3_settings(options))),
+            CachingLoader(self.loader, self.model_cache),
+            RoutingSource(
+                FileSystemSource(prefer_tflite_model=options.prefer_tflite_model),
+                ObjectStoreSource(s3_settings(options)),
+            ),
             ManagerOptions(
+                load_threads=max(1, options.num_load_threads),
+                unload_threads=max(1, options.num_unload_threads),
                 file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
                 max_num_load_retries=options.max_num_load_retries,
                 load_retry_interval_micros=options.load_retry_interval_micros,

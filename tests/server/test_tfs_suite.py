@@ -5,16 +5,19 @@ test_util/tensorflow_model_server_test_base.py. Each test below keeps the
 upstream name (snake-cased), request and expected values; the servers are
 started with the command line the base class's RunServer builds
 (--port, --rest_api_port, --rest_api_timeout_in_ms=5000, --grpc_socket_path,
-then --model_name/--model_base_path or --model_config_file, ...), one server per
+then --model_name/--model_base_path or --model_config_file, --prefer_tflite_model
+for model_type tflite, ..., --grpc_channel_arguments ending in
+grpc.so_reuseaddr=1), one server per
 distinct argument set, and waited for the way WaitForServerReady waits: until a
 Predict for a missing model is answered with an error naming a "Servable".
 After that wait the tests call at once, with no retry: the ports must open only
 when the initial models are loaded, as in tensorflow_model_server.
 
-Not ported (listed in README.md): the TFLite cases (testPredictOnTfLite,
-testPredictWithSignatureDefOnTfLite: no TFLite runtime here), test_tf_text
-(needs TF Text ops and TF Serving's binary tf_text_regression model), and
-_TestBadModel, which is disabled upstream.
+Every upstream case is here except _TestBadModel and
+_TestBadModelUpconvertedSavedModel, which are disabled upstream (leading
+underscore). The TFLite cases use TF Serving's own model.tflite files
+(tests/server/testdata/tf_serving); test_tf_text uses the model TF Text's
+save_models.py generates (tests/server/tf_text_model.py).
 """
 
 from __future__ import annotations
@@ -71,8 +74,10 @@ class Servers:
         grpc_channel_arguments: str = "",
         wait_for_server_ready: bool = True,
         model_config_file_poll_period: int | None = None,
+        model_type: str = "tf",
     ) -> ServerProcess:
         key = (
+            model_type,
             model_name,
             str(model_path),
             str(model_config_file),
@@ -93,12 +98,17 @@ class Servers:
             args += [f"--model_name={model_name}", f"--model_base_path={model_path}"]
         else:
             raise ValueError("Both model_config_file and model_path cannot be empty!")
+        if model_type == "tflite":
+            args.append("--prefer_tflite_model=true")
         if monitoring_config_file:
             args.append(f"--monitoring_config_file={monitoring_config_file}")
         if model_config_file_poll_period is not None:
             args.append(f"--model_config_file_poll_wait_seconds={model_config_file_poll_period}")
-        if grpc_channel_arguments:
-            args.append(f"--grpc_channel_arguments={grpc_channel_arguments}")
+        # The base adds grpc.so_reuseaddr=1 to every server (its port-reuse fix).
+        channel_arguments = ",".join(
+            a for a in (grpc_channel_arguments, "grpc.so_reuseaddr=1") if a
+        )
+        args.append(f"--grpc_channel_arguments={channel_arguments}")
         server = ServerProcess(*args).start()
         server.socket_path = socket_path  # type: ignore[attr-defined]
         self._servers[key] = server
@@ -604,6 +614,20 @@ tf.saved_model.save(root, sys.argv[1],
 """
 
 
+def test_predict_on_tf_lite(servers, testdata):
+    server = servers.run("default", testdata.tflite, model_type="tflite")
+    verify_predict_request(
+        grpc_address(server), 3.0, model_version(testdata.tflite), specify_output=False
+    )
+
+
+def test_predict_with_signature_def_on_tf_lite(servers, testdata):
+    server = servers.run("default", testdata.tflite_with_sigdef, model_type="tflite")
+    verify_predict_request(
+        grpc_address(server), 3.0, model_version(testdata.tflite), specify_output=False
+    )
+
+
 def test_tf_saved_model_save(servers, tmp_path):
     base_path = tmp_path / "tf_saved_model_save"
     _save_in_subprocess(_TF_SAVED_MODEL_SAVE, base_path / "00000123")
@@ -701,3 +725,26 @@ def test_profiler_service_with_valid_trace_request(servers, testdata, tmp_path):
     assert answers == [200, 200, 200]
     # tsl's layout: logdir/plugins/profile/<session>/<host>.xplane.pb
     assert list(logdir.glob("plugins/profile/*/*.xplane.pb"))
+
+
+@pytest.fixture(scope="module")
+def tf_text_regression(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TF Text's save_models.py model (tests/server/tf_text_model.py), in a child process."""
+    model_path = tmp_path_factory.mktemp("tf_text") / "tf_text_regression"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run(
+        [sys.executable, "-m", "tests.server.tf_text_model", str(model_path / "01")],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env=env,
+        cwd=Path(__file__).parents[2],
+    )
+    return model_path
+
+
+def test_tf_text(servers, tf_text_regression):
+    server = servers.run("default", tf_text_regression)
+    verify_predict_request(
+        grpc_address(server), 3.0, model_version(tf_text_regression), rpc_timeout=600
+    )

@@ -14,13 +14,19 @@ names, input shapes and signatures:
   (serving_default x f32[1] -> y; classify/regress on serialized Examples
   `[-1]`; x2 signatures on f32[1]; every method_name tensorflow/serving/predict).
 
+- `saved_model_half_plus_two_tflite` / `..._tflite_with_sigdef`: TF Serving's
+  own small model.tflite files, vendored in tests/server/testdata/tf_serving
+  (README there: source commit and license), copied in.
+
 Every version directory is `00000123`, as in TF Serving's testdata.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+VENDORED = Path(__file__).parent / "testdata" / "tf_serving"
 VERSION_DIR = "00000123"
 VERSION = 123
 
@@ -213,11 +219,15 @@ class TfsTestData:
         self.bad_model_config = root / "bad_model_config.txt"
         self.monitoring_config = root / "monitoring_config.txt"
         self.good_model_config = root / "good_model_config.conf"
+        self.tflite = root / "saved_model_half_plus_two_tflite"
+        self.tflite_with_sigdef = root / "saved_model_half_plus_two_tflite_with_sigdef"
 
     def build(self) -> TfsTestData:
         build_half_plus_two_tf1(self.half_plus_two / VERSION_DIR)
         build_half_plus_two_tf1(self.half_plus_three / VERSION_DIR, b=3.0)
         build_half_plus_two_tf2(self.half_plus_two_tf2 / VERSION_DIR)
+        for vendored in (self.tflite, self.tflite_with_sigdef):
+            shutil.copytree(VENDORED / vendored.name, vendored)
         self.bad_model_config.write_text(BAD_MODEL_CONFIG)
         self.monitoring_config.write_text(MONITORING_CONFIG)
         self.good_model_config.write_text(

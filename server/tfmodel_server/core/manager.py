@@ -51,7 +51,8 @@ class ManagerOptions:
     post_load_hook: Callable[..., None] | None = None
     # (model, version, path, latency_us, ok) after each load attempt (metrics).
     load_observer: Callable[[str, int, str, float, bool], None] | None = None
-    load_threads: int = 1
+    load_threads: int = 1  # --num_load_threads: versions loaded at once
+    unload_threads: int = 1  # --num_unload_threads
     # Gap between the two scans `refresh` makes to see a new version dir
     # unchanged; None = min(poll period, 0.5 s).
     version_settle_seconds: float | None = None
@@ -102,7 +103,9 @@ class ServableManager(Generic[S]):
         self._load_pool = ThreadPoolExecutor(
             max_workers=max(1, self.options.load_threads), thread_name_prefix="tf-load"
         )
-        self._unload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tf-unload")
+        self._unload_pool = ThreadPoolExecutor(
+            max_workers=max(1, self.options.unload_threads), thread_name_prefix="tf-unload"
+        )
         self._loop_: asyncio.AbstractEventLoop | None = None
         self._poll_lock_: asyncio.Lock | None = None
         self._changed_: asyncio.Event | None = None

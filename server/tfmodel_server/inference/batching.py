@@ -3,6 +3,9 @@
 Mirrors TF Serving's BatchingSession on a SharedBatchScheduler:
 - one queue per (servable version, signature, output set, inner shapes and
   dtypes): requests that cannot be concatenated never meet;
+- with --enable_per_model_batching_parameters a version's queues use its own
+  assets.extra/batching_params.pbtxt (the threads stay the shared pool's) and
+  a version without that file is not batched (bundle_factory_util.cc);
 - a request joins the queue's open batch; the batch becomes schedulable when it
   holds max_batch_size rows or batch_timeout_micros passed since its first
   request, and is taken as soon as one of num_batch_threads threads is free
@@ -73,9 +76,15 @@ class _Batch:
 
 class _Queue:
     def __init__(
-        self, key: tuple, servable: Servable, signature: Signature, output_filter: tuple[str, ...]
+        self,
+        key: tuple,
+        servable: Servable,
+        signature: Signature,
+        output_filter: tuple[str, ...],
+        params: BatchingParams,
     ):
         self.key = key
+        self.params = params
         self.servable = servable
         self.signature = signature
         self.output_filter = output_filter
@@ -96,8 +105,11 @@ class _Queue:
 class BatchingRunner:
     """InferenceRunner that merges concurrent requests into batches."""
 
-    def __init__(self, params: BatchingParams, stats: BatchStats | None = None) -> None:
+    def __init__(
+        self, params: BatchingParams, stats: BatchStats | None = None, per_model: bool = False
+    ) -> None:
         self.params = params
+        self.per_model = per_model
         self.stats = stats
         self._threads = params.threads
         self._free_threads = self._threads
@@ -105,7 +117,6 @@ class BatchingRunner:
             max_workers=self._threads, thread_name_prefix=params.thread_pool_name
         )
         self._queues: dict[tuple, _Queue] = {}
-        self._timeout_s = params.batch_timeout_micros / 1e6
         self._schedule_pending = False
         self._closed = False
         self._inflight: set[asyncio.Future] = set()
@@ -125,6 +136,14 @@ class BatchingRunner:
             raise unavailable("Server is shutting down; batching queue is closed")
         loop = asyncio.get_running_loop()
         self._loop = loop
+        params: BatchingParams | None = self.params
+        if self.per_model:
+            params = getattr(servable, "batching_params", None)
+            if params is None:  # no batching_params.pbtxt: this version is not batched
+                return await loop.run_in_executor(
+                    self._pool, signature.run, inputs, tuple(output_filter)
+                )
+        assert params is not None
         rows = _batch_rows(inputs)
         if rows is None or rows == 0:
             # Not batchable (scalar inputs, unequal dim 0, or empty): run alone, as
@@ -132,18 +151,17 @@ class BatchingRunner:
             return await loop.run_in_executor(
                 self._pool, signature.run, inputs, tuple(output_filter)
             )
-        if rows > self.params.max_batch_size:
+        if rows > params.max_batch_size:
             raise invalid_argument(
-                f"Task size {rows} is larger than maximum input batch size "
-                f"{self.params.max_batch_size}"
+                f"Task size {rows} is larger than maximum input batch size {params.max_batch_size}"
             )
         filt = tuple(sorted(output_filter))
         key = (id(servable), servable.name, servable.version, signature.key, filt) + (
-            _shape_key(inputs, self.params.pad_variable_length_inputs),
+            _shape_key(inputs, params.pad_variable_length_inputs),
         )
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = _Queue(key, servable, signature, filt)
+            queue = self._queues[key] = _Queue(key, servable, signature, filt, params)
         future = loop.create_future()
         self._enqueue(queue, _Task(inputs, rows, future, time.monotonic()))
         return await future
@@ -188,7 +206,7 @@ class BatchingRunner:
         return total
 
     def _enqueue(self, queue: _Queue, task: _Task) -> None:
-        p = self.params
+        p = queue.params
         open_batch = queue.open
         # shared_batch_scheduler.h counts every batch not yet on a thread, the open
         # one included, and checks only when the request needs a new batch. A full
@@ -256,7 +274,7 @@ class BatchingRunner:
             batch = queue.open
             if batch is None or not batch.tasks:
                 continue
-            deadline = batch.started_at + self._timeout_s
+            deadline = batch.started_at + queue.params.batch_timeout_micros / 1e6
             if now >= deadline:
                 if best is None or batch.started_at < best[0]:
                     best = (batch.started_at, queue)
@@ -290,7 +308,7 @@ class BatchingRunner:
             queue.output_filter,
             [t.inputs for t in live],
             [t.rows for t in live],
-            self.params,
+            queue.params,
         )
         self._inflight.add(work)
         work.add_done_callback(lambda f: self._batch_done(queue, live, dequeued, f, count_thread))

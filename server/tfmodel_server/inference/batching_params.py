@@ -121,6 +121,22 @@ def parse_batching_parameters(text: str, source: str = "<batching parameters>") 
     return params_from_proto(proto, source)
 
 
+PER_MODEL_BATCHING_FILE = os.path.join("assets.extra", "batching_params.pbtxt")
+
+
+def per_model_batching_params(version_path: str) -> BatchingParams | None:
+    """GetPerModelBatchingParams: a version's own batching_params.pbtxt, or None.
+
+    A file that cannot be read or parsed fails the load, as in TF Serving.
+    """
+    path = os.path.join(version_path, PER_MODEL_BATCHING_FILE)
+    if not os.path.isfile(path):
+        return None
+    return parse_batching_parameters(
+        read_flag_file(path, "per-model batching parameters", BatchingConfigError), path
+    )
+
+
 def load_batching_parameters(path: str | os.PathLike | None) -> BatchingParams:
     """Read --batching_parameters_file; empty path -> TF Serving's defaults."""
     if not path:

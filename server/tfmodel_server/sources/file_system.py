@@ -82,7 +82,8 @@ def version_stamp(path: str) -> Stamp | None:
 class FileSystemSource:
     """Polls base paths; remembers fingerprints between polls. poll() blocks: use a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefer_tflite_model: bool = False) -> None:
+        self._prefer_tflite_model = prefer_tflite_model
         self._models_lock = threading.Lock()  # held for a dict swap only
         self._models: dict[str, str] = {}
         self._poll_lock = threading.Lock()  # one poll at a time; guards what follows
@@ -172,7 +173,7 @@ class FileSystemSource:
                     new_offered[version] = offered[version]
                     new_stamps[version] = stamp
                     continue
-            reason = incomplete_reason(path)
+            reason = incomplete_reason(path, self._prefer_tflite_model)
             if reason is not None:
                 if version in offered:
                     log.warning(

@@ -3,6 +3,12 @@
 A TF1 Session in its own Graph via tf.compat.v1.saved_model.loader.load works
 for both TF1-builder and tf.saved_model.save exports, and keeps the
 MetaGraphDef's signature_def map for the cheap make_callable call path.
+With --prefer_tflite_model a dir's `model.tflite` is loaded instead
+(saved_model_bundle_factory.cc), into a TfLiteSession (tflite.py).
+
+Loads run on the manager's --num_load_threads threads, several at once when it
+is > 1 (TF's SavedModel import and restore are thread-safe, as TF Serving's
+parallel loads rely on).
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from typing import Any
 import grpc
 
 from tfmodel_server.errors import ServingError
-from tfmodel_server.servables.tensorflow.saved_model_files import has_saved_model
+from tfmodel_server.servables.tensorflow.custom_ops import register_custom_ops
+from tfmodel_server.servables.tensorflow.saved_model_files import (
+    has_saved_model,
+    has_tflite_model,
+)
 from tfmodel_server.servables.tensorflow.servable import (
     Servable,
     status_code_for_tf_error,
@@ -26,16 +36,20 @@ from tfmodel_server.servables.tensorflow.servable import (
 
 log = logging.getLogger(__name__)
 
-# Loads are rare; serialising them keeps TF1 graph import + restore off the
-# untested path of several imports at once (and bounds peak load memory).
-_IMPORT_LOCK = threading.Lock()
-
 
 @dataclass(frozen=True)
 class LoaderOptions:
     tags: tuple[str, ...] = ("serve",)
     intra_op_parallelism: int = 0
     inter_op_parallelism: int = 0
+    # A serialized tensorflow.ConfigProto every session starts from (session_config.py);
+    # the two parallelism fields above override its thread counts when > 0.
+    session_config: bytes = b""
+    # Keep only the signature_defs of the MetaGraphDef (its GraphDef can be MBs).
+    remove_unused_fields_from_bundle_metagraph: bool = False
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = 1
+    num_tflite_interpreters_per_pool: int = 1
 
 
 def parse_saved_model_tags(text: str) -> tuple[str, ...]:
@@ -50,14 +64,48 @@ class SavedModelLoader:
         self.options = options or LoaderOptions()
 
     def load(self, name: str, version: int, path: str) -> Servable:
+        opts = self.options
+        if opts.prefer_tflite_model and has_tflite_model(path):
+            return load_tflite_model(
+                name, version, path, opts.num_tflite_pools, opts.num_tflite_interpreters_per_pool
+            )
         return load_saved_model(
             name,
             version,
             path,
-            tags=self.options.tags,
-            intra_op_parallelism=self.options.intra_op_parallelism,
-            inter_op_parallelism=self.options.inter_op_parallelism,
+            tags=opts.tags,
+            intra_op_parallelism=opts.intra_op_parallelism,
+            inter_op_parallelism=opts.inter_op_parallelism,
+            session_config=opts.session_config,
+            remove_unused_fields=opts.remove_unused_fields_from_bundle_metagraph,
         )
+
+
+def load_tflite_model(
+    name: str, version: int, path: str, num_pools: int = 1, num_interpreters_per_pool: int = 1
+) -> Servable:
+    """`model.tflite` as a Servable whose session is a pool of TFLite interpreters."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from tfmodel_server.servables.tensorflow.tflite import TfLitePoolOptions, load_tflite_session
+
+    try:
+        session = load_tflite_session(path, TfLitePoolOptions(num_pools, num_interpreters_per_pool))
+    except ServingError as e:
+        raise ServingError(e.code, f"{e.message} (TFLite model at {path})") from None
+    except OSError as e:
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"{e.strerror or e}: {path}") from None
+    meta_graph_def = meta_graph_pb2.MetaGraphDef()
+    for key, signature in session.signature_defs.items():
+        meta_graph_def.signature_def[key].CopyFrom(signature)
+    log.info(
+        "Loaded servable %s version %d from %s (TFLite, %d interpreters)",
+        name,
+        version,
+        path,
+        session.pool_size,
+    )
+    return Servable(name, version, path, session, None, meta_graph_def)
 
 
 def load_saved_model(
@@ -67,6 +115,8 @@ def load_saved_model(
     tags: Sequence[str] = ("serve",),
     intra_op_parallelism: int = 0,
     inter_op_parallelism: int = 0,
+    session_config: bytes = b"",
+    remove_unused_fields: bool = False,
 ) -> Servable:
     """Blocking load; raises ServingError with TF's message on failure."""
     import tensorflow as tf
@@ -76,16 +126,20 @@ def load_saved_model(
             grpc.StatusCode.NOT_FOUND,
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
         )
+    register_custom_ops()  # TF Text etc., as TF Serving links them in
     v1 = tf.compat.v1
     graph = tf.Graph()
-    config = v1.ConfigProto(
-        intra_op_parallelism_threads=intra_op_parallelism,
-        inter_op_parallelism_threads=inter_op_parallelism,
-        allow_soft_placement=True,
-    )
+    config = v1.ConfigProto(allow_soft_placement=True)
+    if session_config:
+        config.MergeFromString(session_config)
+    if intra_op_parallelism > 0:
+        config.intra_op_parallelism_threads = intra_op_parallelism
+    if inter_op_parallelism > 0:
+        config.inter_op_parallelism_threads = inter_op_parallelism
     session = v1.Session(graph=graph, config=config)
     try:
-        with _IMPORT_LOCK, graph.as_default():
+        # No import lock: --num_load_threads loads versions in parallel.
+        with graph.as_default():
             restoring: Any = session
             if os.environ.get(LOAD_PRIORITY_ENV, "low") != "normal":
                 restoring = _LowPriorityRuns(session, v1.RunOptions(inter_op_thread_pool=-1))
@@ -94,6 +148,14 @@ def load_saved_model(
     except Exception as e:
         session.close()
         raise _load_error(e, path, tags) from None
+    if remove_unused_fields:
+        # saved_model_bundle_factory.cc: only signature_def is read after the load.
+        from tensorflow.core.protobuf import meta_graph_pb2
+
+        trimmed = meta_graph_pb2.MetaGraphDef()
+        for key, signature in meta_graph_def.signature_def.items():
+            trimmed.signature_def[key].CopyFrom(signature)
+        meta_graph_def = trimmed
     log.info("Loaded servable %s version %d from %s", name, version, path)
     return Servable(name, version, path, session, graph, meta_graph_def)
 

@@ -10,6 +10,7 @@ import os
 import re
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+TFLITE_MODEL_FILE = "model.tflite"  # loaded instead with --prefer_tflite_model
 
 _SHARD = re.compile(r"^variables\.data-(\d{5})-of-(\d{5})$")
 
@@ -18,15 +19,23 @@ def has_saved_model(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, f)) for f in SAVED_MODEL_FILES)
 
 
-def incomplete_reason(path: str) -> str | None:
+def has_tflite_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, TFLITE_MODEL_FILE))
+
+
+def incomplete_reason(path: str, prefer_tflite_model: bool = False) -> str | None:
     """Why `path` is not (yet) a loadable SavedModel, or None.
 
     A half-copied export is caught when saved_model.pb is missing, or when
     variables/ holds data shards without variables.index or without every
     shard `variables.data-K-of-N`. A copy that stalls with both files of a
     one-shard model present but truncated is only caught by the two-poll
-    fingerprint check (README, "Limits and failure behaviour").
+    fingerprint check (README, "Limits and failure behaviour"). With
+    `prefer_tflite_model`, a `model.tflite` alone makes the dir complete (TF
+    Serving loads it instead of the SavedModel).
     """
+    if prefer_tflite_model and has_tflite_model(path):
+        return None
     if not has_saved_model(path):
         return "no saved_model.pb or saved_model.pbtxt"
     variables = os.path.join(path, "variables")

@@ -298,6 +298,9 @@ class Servable:
         self.version = version
         self.path = path
         self.meta_graph_def = meta_graph_def
+        # This version's own batching parameters (--enable_per_model_batching_parameters),
+        # set after the load by the inference layer; None = not batched on its own.
+        self.batching_params: Any = None
         self._session = session
         self._graph = graph
         self.signatures: dict[str, Signature] = {
