@@ -151,33 +151,54 @@ def _parse_bytes(data: bytes, path: str) -> model_server_config_pb2.ModelServerC
     return config
 
 
-class ConfigFileWatcher:
-    """Re-reads a config file by path; reports a config only when its content changes."""
+class ChangedFile:
+    """A file re-read by path on each poll, whose content is returned only when it changed.
+
+    open() by path each time follows a freshly swapped `..data` symlink (a ConfigMap mount).
+    The last content is remembered even when the caller finds it bad, so a bad file is
+    reported once rather than every poll; a missing file is reported once too."""
 
     _MISSING = "<missing>"
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._last_hash: str | None = None
+        self.last_digest = ""
+
+    def poll(self) -> bytes | None:
+        """The new content; None if unchanged (or still missing). OSError once it goes away."""
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except OSError:
+            if self._last_hash == self._MISSING:
+                return None
+            self._last_hash = self._MISSING
+            raise
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self._last_hash:
+            return None
+        self._last_hash = self.last_digest = digest
+        return data
+
+
+class ConfigFileWatcher:
+    """Re-reads a config file by path; reports a config only when its content changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = ChangedFile(path)
         self.last_good: model_server_config_pb2.ModelServerConfig | None = None
 
     def read_if_changed(self) -> model_server_config_pb2.ModelServerConfig | None:
         """New parsed+validated config, None if unchanged; ConfigError once per bad content."""
         try:
-            # open() by path each time: follows a freshly swapped ..data symlink.
-            with open(self.path, "rb") as f:
-                data = f.read()
+            data = self._file.poll()
         except OSError as e:
-            if self._last_hash == self._MISSING:
-                return None
-            self._last_hash = self._MISSING
             raise ConfigError(f"{self.path}: cannot read model config: {e.strerror or e}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self._last_hash:
+        if data is None:
             return None
-        # Remember bad content too, so it is reported once rather than every poll.
-        self._last_hash = digest
         config = _parse_bytes(data, self.path)
         self.last_good = config
-        log.info("Model config %s changed (sha256 %s)", self.path, digest[:12])
+        log.info("Model config %s changed (sha256 %s)", self.path, self._file.last_digest[:12])
         return config
