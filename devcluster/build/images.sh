@@ -31,6 +31,15 @@ for tool in buildah debootstrap; do
   }
 done
 
+# One build at a time per storage (another session, CI, a second cluster on this machine):
+# the cleanup below removes every working container, which would pull a concurrent build's
+# container from under it ("identifier is not a container").
+mkdir -p "$CACHE/containers"
+exec 9>"$CACHE/containers/build.lock"
+if ! flock -n 9; then
+  log "another image build on this cache is running: waiting for it"
+  flock 9
+fi
 # Working containers left behind by an interrupted build hold overlay mounts.
 cleanup_containers() { bh rm --all >/dev/null 2>&1 || true; }
 trap cleanup_containers EXIT
