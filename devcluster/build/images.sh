@@ -31,15 +31,12 @@ for tool in buildah debootstrap; do
   }
 done
 
-# One build at a time per storage (another session, CI, a second cluster on this machine):
-# the cleanup below removes every working container, which would pull a concurrent build's
-# container from under it ("identifier is not a container").
+# One build at a time per cache: the cleanup below removes every working container in the
+# shared storage, so a second concurrent build (another test run, a session) would lose its own.
 mkdir -p "$CACHE/containers"
 exec 9>"$CACHE/containers/build.lock"
-if ! flock -n 9; then
-  log "another image build on this cache is running: waiting for it"
-  flock 9
-fi
+flock 9
+
 # Working containers left behind by an interrupted build hold overlay mounts.
 cleanup_containers() { bh rm --all >/dev/null 2>&1 || true; }
 trap cleanup_containers EXIT

@@ -13,12 +13,20 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from . import kubeapi, names, ownership
+from .analysis import PodScrape
 from .applied import AppliedChildren
 from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
 from .ownership import Ownership
-from .probe import probe_pods, scrape_pods
-from .promtext import summed
-from .rollout import RUNNING, CanaryObservation, RolloutState, advance, effective_spec
+from .probe import PodAnswer, PodClient
+from .promtext import model_figures
+from .rollout import (
+    RUNNING,
+    AnalysisWindows,
+    CanaryObservation,
+    RolloutState,
+    advance,
+    effective_spec,
+)
 from .rollout import Event as RolloutEvent
 from .rollout import summary as rollout_summary
 from .scaling import HANDOVER_MANAGER, replicas_handover
@@ -173,17 +181,49 @@ class PodView:
 
     reports: list[dict[str, Any]]  # GET /v1/models bodies
     unreachable: int
-    scrapes: list[str] = field(default_factory=list)  # Prometheus text (only while needed)
+    answers: list[PodAnswer] = field(default_factory=list)  # every running pod's (analysis)
+
+    @classmethod
+    def of(cls, answers: list[PodAnswer]) -> PodView:
+        reports = [a.models for a in answers if a.models is not None]
+        return cls(reports, len(answers) - len(reports), answers)
 
 
-def observe_pods(api: ApiClient, namespace: str, tfmodel: str, scrape: bool) -> PodView:
+_pod_client: PodClient | None = None
+_windows = AnalysisWindows()
+
+
+def default_pod_client() -> PodClient:
+    """The operator's one long-lived pod client (created on first use)."""
+    global _pod_client
+    if _pod_client is None:
+        _pod_client = PodClient()
+    return _pod_client
+
+
+def observe_pods(
+    api: ApiClient, namespace: str, tfmodel: str, scrape: bool, client: PodClient | None = None
+) -> PodView:
     pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(tfmodel))
-    reports, unreachable = probe_pods(pods)
-    return PodView(reports, unreachable, scrape_pods(pods) if scrape else [])
+    return PodView.of((client or default_pod_client()).ask(pods, metrics=scrape))
+
+
+def pod_scrapes(model: str, pods: PodView) -> tuple[PodScrape, ...]:
+    """Every running pod's figures for `model` (None where it did not answer)."""
+    out = []
+    for answer in pods.answers:
+        versions = None
+        if answer.metrics is not None:
+            try:
+                versions = model_figures(answer.metrics, model)
+            except ValueError:
+                versions = None  # not Prometheus text: as good as no answer
+        out.append(PodScrape(answer.uid, answer.restarts, versions))
+    return tuple(out)
 
 
 def canary_observation(model: str, version: int, pods: PodView) -> CanaryObservation:
-    """Is `version` AVAILABLE on every reachable pod (none unreachable), and its figures."""
+    """Is `version` AVAILABLE on every reachable pod (none unreachable), and the figures."""
     everywhere = bool(pods.reports) and pods.unreachable == 0
     for report in pods.reports:
         entry: dict[str, Any] = next(
@@ -193,17 +233,26 @@ def canary_observation(model: str, version: int, pods: PodView) -> CanaryObserva
             int(v.get("version", -1)): v.get("state") for v in entry.get("model_version_status", [])
         }
         everywhere = everywhere and states.get(version) == "AVAILABLE"
-    return CanaryObservation(everywhere, summed(pods.scrapes, model, version))
+    return CanaryObservation(everywhere, pod_scrapes(model, pods))
 
 
 def advance_rollouts(
-    spec: TFModelSpec, status: dict[str, Any], pods: PodView, now: datetime.datetime
+    spec: TFModelSpec,
+    status: dict[str, Any],
+    pods: PodView,
+    now: datetime.datetime,
+    windows: AnalysisWindows | None = None,
+    owner: str = "",
 ) -> tuple[list[RolloutState], list[RolloutEvent]]:
-    """Every model's next rollout state (from the last one in status) and the events."""
+    """Every model's next rollout state (from the last one in status) and the events.
+
+    `windows` holds each running step's baseline for the TFModel `owner` (its UID).
+    """
+    windows = windows if windows is not None else AnalysisWindows()
     previous = {}
     for raw in status.get("rollouts") or []:
         try:
-            previous[str(raw["model"])] = RolloutState.from_status(raw)
+            previous[str(raw["model"])] = windows.attach(owner, RolloutState.from_status(raw))
         except (KeyError, TypeError, ValueError):
             continue  # unreadable: start over from the spec
     states, events = [], []
@@ -219,6 +268,7 @@ def advance_rollouts(
             states.append(state)
         if event is not None:
             events.append(event)
+    windows.remember(owner, states)
     return states, events
 
 
@@ -301,8 +351,12 @@ def reconcile(
     body: Any,
     logger: logging.Logger | logging.LoggerAdapter,
     applied: AppliedChildren | None = None,
+    pod_client: PodClient | None = None,
+    windows: AnalysisWindows | None = None,
 ) -> None:
     """Bring the children and status in line with the TFModel.
+
+    `pod_client` and `windows` default to the operator's long-lived ones (this module's).
 
     PermanentError on a spec or name no child can be built from (reported in status).
     Child conflicts and rejected applies are reported in status and retried every round.
@@ -325,8 +379,15 @@ def reconcile(
         for r in (body.get("status") or {}).get("rollouts") or []
         if r.get("phase") in RUNNING
     }
-    pods = observe_pods(api, namespace, meta["name"], scrape=bool(running))
-    states, events = advance_rollouts(spec, body.get("status") or {}, pods, _utcnow())
+    pods = observe_pods(api, namespace, meta["name"], bool(running), pod_client)
+    states, events = advance_rollouts(
+        spec,
+        body.get("status") or {},
+        pods,
+        _utcnow(),
+        windows if windows is not None else _windows,
+        str(meta.get("uid", "")),
+    )
     served = effective_spec(spec, {s.model: s for s in states})
     problems, deployment = apply_children(api, body, served, logger, applied)
     problems += find_problems(api, namespace, spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,9 +63,18 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     workers: int = 1
+    max_retained_unloaded_versions: int = 2
     event_loop: str = "uvloop"
     drain_timeout_seconds: float = 30.0
     traffic_split_file: str = ""
+    # --- request logging (tfmodel: ModelConfig.logging_config) ---
+    request_log_dir: str = ""
+    request_log_max_file_bytes: int = 64 << 20
+    request_log_queue_records: int = 1024
+    request_log_queue_bytes: int = 64 << 20
+    # --- object storage (see _add_object_store_flags) ---
+    model_cache_dir: str = "/tmp/tfmodel-model-cache"
+    s3_addressing_style: str = "auto"
     # --- drop-in fidelity block (see _add_fidelity_flags) ---
     grpc_socket_path: str = ""
     ssl_config_file: str = ""
@@ -75,12 +85,23 @@ class ServerOptions:
     enable_reload_config_rpc: bool = True
     # --- request limits (see _add_request_limit_flags) ---
     max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES
+    max_inflight_request_bytes: int = -1  # derived from the memory limit (admission.py)
+    max_inflight_requests: int = 0
     # --- connection limits and shutdown (see _add_limit_flags) ---
     shutdown_readiness_delay_seconds: float = 0.0
     rest_api_header_timeout_seconds: float = 10.0
     rest_api_body_timeout_seconds: float = 60.0
     rest_api_idle_timeout_seconds: float = 75.0
     rest_api_max_connections: int = 1000
+    # Set by the --workers parent for each worker process (not flags).
+    worker_index: int = 0
+    worker_dir: str = ""
+
+
+def serving_marker(worker_dir: str, index: int) -> str:
+    """The file a --workers worker creates once it serves (its parent then restarts it
+    when it dies; one that dies before serving is a start-up failure)."""
+    return os.path.join(worker_dir, f"serving-{index}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="server processes sharing the ports via SO_REUSEPORT",
     )
     p.add_argument(
+        "--max_retained_unloaded_versions",
+        type=int,
+        default=2,
+        help="tfmodel: END versions (unloaded or failed) GET /v1/models and GetModelStatus "
+        "keep per model, newest first; older ones and their per-version metric series are "
+        "dropped (-1 keeps all, as TF Serving)",
+    )
+    p.add_argument(
         "--event_loop",
         choices=EVENT_LOOPS,
         default="uvloop",
@@ -166,9 +195,56 @@ def build_parser() -> argparse.ArgumentParser:
         "(or for no version or label) to the canary label's version",
     )
     _add_fidelity_flags(p, flag_bool)
+    _add_object_store_flags(p)
     _add_request_limit_flags(p)
     _add_limit_flags(p)
+    _add_request_log_flags(p)
     return p
+
+
+def _add_request_log_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--request_log_dir",
+        default="",
+        help="tfmodel: directory of the request logs that model configs' logging_config asks "
+        "for; a relative log_collector_config.filename_prefix (default: the model name) is "
+        "taken in it",
+    )
+    p.add_argument(
+        "--request_log_max_file_bytes",
+        type=int,
+        default=64 << 20,
+        help="tfmodel: a request log file is closed and the next one started at this size",
+    )
+    p.add_argument(
+        "--request_log_queue_records",
+        type=int,
+        default=1024,
+        help="tfmodel: sampled requests waiting for the log writer; more are dropped and counted",
+    )
+    p.add_argument(
+        "--request_log_queue_bytes",
+        type=int,
+        default=64 << 20,
+        help="tfmodel: tensor bytes waiting for the log writer; more are dropped and counted",
+    )
+
+
+def _add_object_store_flags(p: argparse.ArgumentParser) -> None:
+    """tfmodel: s3:// base paths (endpoint, region, credentials: the AWS SDK env vars/files)."""
+    p.add_argument(
+        "--model_cache_dir",
+        default="/tmp/tfmodel-model-cache",
+        help="tfmodel: where versions of s3:// base paths are downloaded and loaded from; "
+        "kept across restarts and reused when the store's listing still matches",
+    )
+    p.add_argument(
+        "--s3_addressing_style",
+        choices=("auto", "path", "virtual"),
+        default="auto",
+        help="tfmodel: S3 bucket addressing; path (http://host/bucket/key) for stores "
+        "without virtual-hosted buckets",
+    )
 
 
 def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
@@ -178,6 +254,24 @@ def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_REQUEST_DECODED_BYTES,
         help="largest total size of the tensors one request may decode to (checked from "
         "declared shapes before allocating; also bounds REST bodies); default 1 GiB",
+    )
+    p.add_argument(
+        "--max_inflight_request_bytes",
+        type=int,
+        default=-1,
+        help="tfmodel: prediction requests (REST bodies, gRPC messages; each counted as "
+        "at least 64 KiB) in flight at once may total this many bytes; beyond it REST "
+        "answers 429 with Retry-After and gRPC RESOURCE_EXHAUSTED, before reading or "
+        "decoding. Default -1: derived from the container's memory limit (cgroup v2 "
+        "memory.max / v1 memory.limit_in_bytes) as (limit - RSS once the models are "
+        "loaded) x 0.25 / 4; no memory limit: no limit, as TF Serving. 0 = no limit",
+    )
+    p.add_argument(
+        "--max_inflight_requests",
+        type=int,
+        default=0,
+        help="tfmodel: prediction requests in flight at once over gRPC and REST together; "
+        "beyond it 429 / RESOURCE_EXHAUSTED. 0 (default) = no limit",
     )
 
 
@@ -369,8 +463,21 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     _warn_no_effect(ns)
     if ns.workers < 1:
         parser.error("--workers must be at least 1")
+    if ns.max_retained_unloaded_versions < -1:
+        parser.error("--max_retained_unloaded_versions must be >= 0, or -1 to keep all")
     if ns.max_request_decoded_bytes < 1:
         parser.error("--max_request_decoded_bytes must be at least 1")
+    for name in (
+        "request_log_max_file_bytes",
+        "request_log_queue_records",
+        "request_log_queue_bytes",
+    ):
+        if getattr(ns, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(ns, name)}")
+    if ns.max_inflight_request_bytes < -1:
+        parser.error("--max_inflight_request_bytes must be -1 (derive), 0 (none) or a size")
+    if ns.max_inflight_requests < 0:
+        parser.error(f"--max_inflight_requests must be >= 0, got {ns.max_inflight_requests}")
     for name in ("port", "rest_api_port"):
         value = getattr(ns, name)
         if not 0 <= value <= 65535:
@@ -411,9 +518,16 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         tensorflow_intra_op_parallelism=ns.tensorflow_intra_op_parallelism,
         tensorflow_inter_op_parallelism=ns.tensorflow_inter_op_parallelism,
         workers=ns.workers,
+        max_retained_unloaded_versions=ns.max_retained_unloaded_versions,
         event_loop=ns.event_loop,
         drain_timeout_seconds=ns.drain_timeout_seconds,
         traffic_split_file=ns.traffic_split_file,
+        request_log_dir=ns.request_log_dir,
+        request_log_max_file_bytes=ns.request_log_max_file_bytes,
+        request_log_queue_records=ns.request_log_queue_records,
+        request_log_queue_bytes=ns.request_log_queue_bytes,
+        model_cache_dir=ns.model_cache_dir,
+        s3_addressing_style=ns.s3_addressing_style,
         grpc_socket_path=ns.grpc_socket_path,
         ssl_config_file=ns.ssl_config_file,
         rest_api_enable_cors_support=ns.rest_api_enable_cors_support,
@@ -422,6 +536,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         auth_token_file=ns.auth_token_file,
         enable_reload_config_rpc=ns.enable_reload_config_rpc,
         max_request_decoded_bytes=ns.max_request_decoded_bytes,
+        max_inflight_request_bytes=ns.max_inflight_request_bytes,
+        max_inflight_requests=ns.max_inflight_requests,
         shutdown_readiness_delay_seconds=ns.shutdown_readiness_delay_seconds,
         rest_api_header_timeout_seconds=ns.rest_api_header_timeout_seconds,
         rest_api_body_timeout_seconds=ns.rest_api_body_timeout_seconds,

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from tfmodel_server.flags import STARTUP_FAILURE_EXIT_CODE, ServerOptions, parse_args
+from tfmodel_server.flags import (
+    STARTUP_FAILURE_EXIT_CODE,
+    ServerOptions,
+    parse_args,
+    serving_marker,
+)
+
+WORKER_RESTART_DELAY_SECONDS = 1.0  # a worker crashing in a loop does not spin the parent
 
 
 def _configure_logging() -> None:
@@ -63,29 +75,71 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def _run_workers(options: ServerOptions) -> int:
-    """N spawned processes share the ports via SO_REUSEPORT.
+    """N spawned processes share the ports via SO_REUSEPORT; a dead one is restarted.
 
     Spawned (not forked) before TensorFlow or gRPC initialise in this process:
-    neither survives a fork once its threads exist.
+    neither survives a fork once its threads exist. Each worker gets its index
+    and a directory shared with the others (metrics sockets, serving markers).
+    A worker that dies after it started serving is started again; one that dies
+    before (a bad config, a model that does not load) ends the server, as the
+    start-up failure of a single process does.
     """
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=run_one, args=(options,), daemon=False) for _ in range(options.workers)
-    ]
-    for p in procs:
-        p.start()
+    worker_dir = tempfile.mkdtemp(prefix="tfmodel-workers-")
+    procs: dict[int, multiprocessing.process.BaseProcess] = {}
+    stopping = False
 
-    def forward(signum: int, frame: object) -> None:
-        for p in procs:
+    def spawn(index: int) -> None:
+        marker = serving_marker(worker_dir, index)
+        if os.path.exists(marker):
+            os.unlink(marker)
+        worker = dataclasses.replace(options, worker_index=index, worker_dir=worker_dir)
+        proc = ctx.Process(target=run_one, args=(worker,), daemon=False)
+        proc.start()
+        procs[index] = proc
+
+    def stop_all() -> None:
+        for p in procs.values():
             if p.pid and p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
 
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        stop_all()
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for index in range(options.workers):
+        spawn(index)
     code = 0
-    for p in procs:
-        p.join()
-        code = code or (p.exitcode or 0)
+    try:
+        while procs:
+            multiprocessing.connection.wait([p.sentinel for p in procs.values()])
+            for index, proc in list(procs.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                del procs[index]
+                exitcode = proc.exitcode or 0
+                if stopping:
+                    code = code or exitcode
+                elif os.path.exists(serving_marker(worker_dir, index)):
+                    print(
+                        f"tfmodel-server: worker {index} (pid {proc.pid}) exited with "
+                        f"{exitcode}; starting it again",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    time.sleep(WORKER_RESTART_DELAY_SECONDS)
+                    spawn(index)
+                else:
+                    # Died before serving: the others would fail the same way.
+                    code = exitcode or STARTUP_FAILURE_EXIT_CODE
+                    stopping = True
+                    stop_all()
+    finally:
+        shutil.rmtree(worker_dir, ignore_errors=True)
     return code
 
 

@@ -12,11 +12,13 @@ in the background; /readyz reports when every model has a version AVAILABLE.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,20 +31,31 @@ from tfmodel_server.apis.cors import cors_middleware
 from tfmodel_server.apis.grpc_api import add_services
 from tfmodel_server.apis.rest_api import RestState, build_app
 from tfmodel_server.core.manager import AVAILABLE, ManagerOptions, ServableManager
+from tfmodel_server.core.states import END
 from tfmodel_server.errors import ServingError
-from tfmodel_server.flags import ServerOptions
+from tfmodel_server.flags import ServerOptions, serving_marker
+from tfmodel_server.inference.request_logging import (
+    RequestLogger,
+    RequestLogOptions,
+    plans_from_config,
+)
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
+from tfmodel_server.model_servers import admission, memory_limit, traffic_split
 from tfmodel_server.model_servers import config_file as config_lib
-from tfmodel_server.model_servers import traffic_split
+from tfmodel_server.model_servers.codec_pool import CodecPool
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
+from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
 from tfmodel_server.security import tls
 from tfmodel_server.security.auth import TokenFileError, TokenStore
 from tfmodel_server.security.interceptors import TokenInterceptor, rest_token_middleware
 from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
 from tfmodel_server.servables.tensorflow.servable import Servable
+from tfmodel_server.sources import s3
 from tfmodel_server.sources.file_system import FileSystemSource
+from tfmodel_server.sources.model_cache import CachingLoader, ModelCache
+from tfmodel_server.sources.object_store import ObjectStoreSource, RoutingSource
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +76,12 @@ class Extensions:
     rest_observer: RequestObserver | None = None  # REST requests
     post_load_hook: Callable | None = None
     load_observer: Callable | None = None
+    retired_observer: Callable | None = None  # (model, version, path): drop its series
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
+    request_log_stats: RequestLogStats | None = None  # on the metrics page when enabled
+    on_refused: Callable[[str, str], None] | None = None  # (protocol, reason)
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # before ports
 
 
 def initial_config(
@@ -78,13 +95,17 @@ def initial_config(
     """
     try:
         if options.model_config_file:
-            watcher = config_lib.ConfigFileWatcher(options.model_config_file)
+            watcher = config_lib.ConfigFileWatcher(options.model_config_file, s3_settings(options))
             return watcher.read_if_changed(), watcher
         cfg = config_lib.single_model_config(options.model_name, options.model_base_path)
         config_lib.validate_model_server_config(cfg, "--model_base_path")
         return cfg, None
     except config_lib.ConfigError as e:
         raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+
+
+def s3_settings(options: ServerOptions) -> s3.S3Settings:
+    return s3.S3Settings(addressing_style=options.s3_addressing_style)
 
 
 class ModelServer:
@@ -98,28 +119,53 @@ class ModelServer:
                 inter_op_parallelism=options.tensorflow_inter_op_parallelism,
             )
         )
+        # s3:// base paths: versions are downloaded into the cache when the policy picks them.
+        self.model_cache = ModelCache(options.model_cache_dir, s3_settings(options))
+        self._stopping = False
         self.manager: ServableManager[Servable] = ServableManager(
-            loader,
-            FileSystemSource(),
+            CachingLoader(loader, self.model_cache),
+            RoutingSource(FileSystemSource(), ObjectStoreSource(s3_settings(options))),
             ManagerOptions(
                 file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
                 max_num_load_retries=options.max_num_load_retries,
                 load_retry_interval_micros=options.load_retry_interval_micros,
                 post_load_hook=self.ext.post_load_hook,
                 load_observer=self.ext.load_observer,
+                retired_observer=self.ext.retired_observer,
+                max_retained_unloaded_versions=(
+                    None
+                    if options.max_retained_unloaded_versions < 0
+                    else options.max_retained_unloaded_versions
+                ),
             ),
         )
         self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
         # After the core's own listener: report labels as they move, not only at reload.
         self.manager.add_listener(self._refresh_pending_labels)
+        self.manager.add_listener(self._evict_dropped_versions)
         self.runner: InferenceRunner = self.ext.runner or DirectRunner(options.grpc_max_threads)
+        self.request_log = RequestLogger(
+            RequestLogOptions(
+                directory=options.request_log_dir,
+                max_file_bytes=options.request_log_max_file_bytes,
+                queue_records=options.request_log_queue_records,
+                queue_bytes=options.request_log_queue_bytes,
+            ),
+            self.ext.request_log_stats,
+        )
         self.service = InferenceService(
             self.manager,
             self.runner,
             options.enable_signature_method_name_check,
             options.max_request_decoded_bytes,
+            self.request_log,
         )
         self.rest_state = RestState()
+        # One budget for both protocols; its limits are set when the ports open.
+        self.admission = admission.AdmissionControl(
+            admission.AdmissionLimits(), on_refused=self.ext.on_refused
+        )
+        self.codec_pool = CodecPool()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -150,7 +196,11 @@ class ModelServer:
                 # The file (a ConfigMap in Kubernetes) moves labels once their versions
                 # load, so any rollback is one step; the RPC keeps TF Serving's rule.
                 defer = first or source != "ReloadConfigRequest"
-                await self.core.apply_config(cfg, defer_labels=defer)
+                # Checked before anything changes, so a bad logging_config refuses the config.
+                log_plans = plans_from_config(cfg, self.request_log.options)
+                # Start-up waits through load retries (ServerCore::Create), reloads not.
+                await self.core.apply_config(cfg, defer_labels=defer, through_retries=first)
+                self.request_log.configure(log_plans)
         except ServingError as e:
             self._record_reload(False, e.message, source)
             raise
@@ -164,7 +214,33 @@ class ModelServer:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "HandleReloadConfigRequest is disabled (--enable_reload_config_rpc=false)",
             )
+        if self.options.workers > 1:
+            # One RPC reaches one worker: applying it there alone would split the
+            # server's models; the config file is read by every worker.
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"HandleReloadConfigRequest is refused with --workers={self.options.workers}: "
+                "each worker process holds its own models and one RPC reaches one of them; "
+                "change --model_config_file instead (every worker re-reads it every "
+                "--model_config_file_poll_wait_seconds)",
+            )
         await self._apply(cfg, "ReloadConfigRequest")
+
+    def _evict_dropped_versions(self) -> None:
+        """The cache holds what the manager holds: a version the policy dropped, deleted
+        from the bucket or failed is deleted from disk once it has unloaded. Never on
+        shutdown: the next container in the pod reuses the cache."""
+        if self._stopping:
+            return
+        keep: dict[str, set[int]] = {}  # per base path: two models may share one
+        names: dict[str, str] = {}
+        for info in self.manager.list_models():
+            if s3.is_s3_url(info.base_path):
+                held = {v.version for v in info.versions if v.state != END}
+                keep.setdefault(info.base_path, set()).update(held)
+                names.setdefault(info.base_path, info.name)
+        for base_path, versions in keep.items():
+            self.model_cache.evict_except(names[base_path], base_path, versions)
 
     def _refresh_pending_labels(self) -> None:
         self.rest_state.config_status["pending_labels"] = self.core.pending_labels()
@@ -195,7 +271,9 @@ class ModelServer:
             except asyncio.TimeoutError:
                 pass
             try:
-                cfg = watcher.read_if_changed()
+                # A thread: the file may sit on a slow volume or be an s3:// read;
+                # the loop serves meanwhile.
+                cfg = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("config reload rejected, keeping the current config: %s", e)
                 self._record_reload(False, str(e), watcher.path)
@@ -214,7 +292,7 @@ class ModelServer:
         period = self.options.model_config_file_poll_wait_seconds
         while True:
             try:
-                fractions = watcher.read_if_changed()
+                fractions = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("traffic split rejected, keeping the current split: %s", e)
             else:
@@ -235,6 +313,9 @@ class ModelServer:
         watcher: config_lib.ConfigFileWatcher | None = None,
     ) -> None:
         opts = self.options
+        for hook in self.ext.startup:
+            await hook()
+        await asyncio.to_thread(self.model_cache.sweep_temp)
         if opts.listen_before_models_load:
             await self._open_ports()
             await self.manager.start()
@@ -250,10 +331,32 @@ class ModelServer:
         log.info("serving: gRPC on %s, REST on %s", self.grpc_port or "-", self.rest_port or "-")
 
     async def _open_ports(self) -> None:
+        self._set_admission_limits()
+        _freeze_startup_objects()
         if self.options.port:
             await self._start_grpc()
         if self.options.rest_api_port:
             await self._start_rest()
+
+    def _set_admission_limits(self) -> None:
+        """Size the in-flight budget: from the flags, else from the container's memory
+        limit minus what the process holds now (the initial models are loaded unless
+        --listen_before_models_load)."""
+        opts = self.options
+        limits = admission.derive_limits(
+            opts.max_inflight_request_bytes,
+            opts.max_inflight_requests,
+            memory_limit.cgroup_memory_limit(),
+            memory_limit.resident_bytes(),
+        )
+        self.admission.limits = limits
+        if limits.enabled:
+            log.info(
+                "admission control: in-flight prediction requests up to %s bytes, %s requests (%s)",
+                limits.max_bytes or "unlimited",
+                limits.max_requests or "unlimited",
+                limits.origin,
+            )
 
     async def _load_initial_models(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
         """ServerCore::Create: apply the config and wait; models that end up with no
@@ -292,6 +395,8 @@ class ModelServer:
             self.reload_config,
             self.ext.observer or _noop,
             as_tensor_content=opts.enable_serialization_as_tensor_content,
+            admission=self.admission,
+            codec_pool=self.codec_pool,
         )
         if opts.enable_grpc_healthcheck_service:
             from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -341,10 +446,13 @@ class ModelServer:
             self.rest_state,
             self.ext.rest_observer or _noop,
             opts.rest_api_timeout_in_ms / 1000.0,
-            self.ext.rest_routes,
+            [*self.ext.rest_routes, ("GET", "/v1/cache", self._cache_status)],
+            codec_pool=self.codec_pool,
             middlewares=[
                 # Outermost: the body deadline holds before auth or CORS run.
-                rest_connections.limits_middleware(guard, lambda: self.rest_state.draining),
+                rest_connections.limits_middleware(
+                    guard, lambda: self.rest_state.draining, self.admission
+                ),
                 *([cors_middleware()] if opts.rest_api_enable_cors_support else []),
                 *([rest_token_middleware(self._tokens)] if self._tokens else []),
             ],
@@ -378,6 +486,13 @@ class ModelServer:
         self.rest_port = sockets[0].getsockname()[1] if sockets else opts.rest_api_port
         self._rest, self._rest_listener, self._guard = runner, listener, guard
 
+    async def _cache_status(self, request: web.Request) -> web.Response:
+        """tfmodel: per s3:// version, downloading/cached/failed and the bytes this process
+        fetched (the operator copies it into the TFModel status)."""
+        return web.json_response(
+            {"cache_dir": self.model_cache.root, "models": self.model_cache.status()}
+        )
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -390,6 +505,7 @@ class ModelServer:
         # 1. Not ready: /readyz 503, gRPC health NOT_SERVING, REST responses
         #    carry `Connection: close`; everything is still served.
         self.rest_state.draining = True
+        self._stopping = True  # keep the model cache for the next container
         self._stop.set()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
@@ -424,14 +540,30 @@ class ModelServer:
         drain_runner = getattr(self.runner, "drain", None)
         if drain_runner is not None:
             await drain_runner()
+        # No request can log any more: write what is queued, close the files.
+        await asyncio.to_thread(self.request_log.close, shutdown.EXIT_MARGIN_SECONDS)
         await self.manager.stop()
         self.runner.close()
+        self.codec_pool.close()
         exit_deadline.cancel()
         log.info("stopped")
 
 
 def _noop(*args: object) -> None:
     return None
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the cyclic GC's full collections off the objects start-up made.
+
+    Importing TensorFlow leaves millions of tracked objects; every generation-2
+    collection walked all of them, 0.1-0.9 s with the whole process stopped, every few
+    seconds under load as requests' objects were promoted (the unbatched REST p99 tail:
+    docs/overload.md). gc.freeze() moves them to the permanent generation; refcounting
+    still frees them, only cycles among them are no longer collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(options: ServerOptions, extensions: Extensions | None = None) -> int:
@@ -442,6 +574,8 @@ async def serve(options: ServerOptions, extensions: Extensions | None = None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     await server.start(cfg, watcher)
+    if options.worker_dir:
+        Path(serving_marker(options.worker_dir, options.worker_index)).touch()
     await server.wait_stopped()
     await server.drain_and_stop()
     return 0

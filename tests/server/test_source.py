@@ -168,3 +168,66 @@ def test_describe_policy():
     assert describe(_policy("latest { num_versions: 3 }")) == "latest 3"
     assert describe(_policy("all {}")) == "all"
     assert describe(_policy("specific { versions: 2 versions: 1 }")) == "specific 1,2"
+
+
+def test_offered_version_is_not_walked_again(tmp_path, monkeypatch):
+    """After a version is offered, polls compare its stamp (top-level listing and
+    variables.index), not a walk of every file."""
+    from tfmodel_server.sources import file_system
+
+    savedmodels.export_linear(tmp_path, 1)
+    walked: list[str] = []
+
+    def counting(path: str):
+        walked.append(path)
+        return fingerprint_dir(path)
+
+    monkeypatch.setattr(file_system, "fingerprint_dir", counting)
+    source = _source(tmp_path)
+    _poll(source)
+    offered = _poll(source).complete[1]
+    walked.clear()
+    for _ in range(5):
+        assert _poll(source).complete[1] == offered
+    assert walked == []
+    # A new file at the top level changes the stamp: walked again, then re-offered.
+    (tmp_path / "1" / "fingerprint.pb").write_bytes(b"x")
+    assert _poll(source).complete[1] == offered  # changed since the last poll: not yet
+    assert _poll(source).complete[1].fingerprint == fingerprint_dir(str(tmp_path / "1"))
+    assert walked
+
+
+def test_set_models_does_not_wait_for_a_poll_in_progress(tmp_path):
+    """The event loop calls set_models; a slow poll (NFS) must not hold it up."""
+    import threading
+
+    from tfmodel_server.sources import file_system
+
+    savedmodels.export_linear(tmp_path / "m", 1)
+    source = _source(tmp_path / "m")
+    entered, release = threading.Event(), threading.Event()
+    real = file_system.incomplete_reason
+
+    def slow(path: str):
+        entered.set()
+        release.wait(30)
+        return real(path)
+
+    file_system.incomplete_reason = slow
+    try:
+        poller = threading.Thread(target=source.poll)
+        poller.start()
+        assert entered.wait(30)
+        done = threading.Event()
+        setter = threading.Thread(
+            target=lambda: (source.set_models({"m": str(tmp_path / "m")}), done.set())
+        )
+        setter.start()
+        # set_models returns while the poll is still blocked in the file system.
+        assert done.wait(30), "set_models waited for the poll"
+        release.set()
+        poller.join(30)
+        setter.join(30)
+    finally:
+        release.set()
+        file_system.incomplete_reason = real

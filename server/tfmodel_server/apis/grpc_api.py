@@ -33,6 +33,8 @@ from tfmodel_server.inference.service import (
     fill_model_spec,
     model_ref_from_spec,
 )
+from tfmodel_server.model_servers.admission import AdmissionControl
+from tfmodel_server.model_servers.codec_pool import CodecPool
 from tfmodel_server.model_servers.model_status import model_status_response
 from tfmodel_server.monitoring import request_context
 from tfmodel_server.monitoring.observers import RequestObserver, noop_observer
@@ -72,32 +74,43 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         service: InferenceService,
         observer: RequestObserver = noop_observer,
         as_tensor_content: bool = False,
+        codec_pool: CodecPool | None = None,
     ) -> None:
         self._service = service
         self._observer = observer
         self._as_tensor_content = as_tensor_content
+        self._pool = codec_pool or CodecPool()
 
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
         async def call() -> predict_pb2.PredictResponse:
             ref = model_ref_from_spec(request.model_spec)
-            budget = self._service.budget()  # one per request, shared by its inputs
-            inputs = {a: tensor_codec.to_ndarray(t, a, budget) for a, t in request.inputs.items()}
+            # Large tensors are built (and answers encoded) in the codec pool, off the loop.
+            inputs = await self._pool.run(request.ByteSize(), self._decode_inputs, request)
             served, outputs = await self._service.predict(
                 ref, request.model_spec.signature_name, inputs, list(request.output_filter)
             )
-            response = predict_pb2.PredictResponse()
+            encoded_size = sum(a.nbytes for a in outputs.values())
+            response = await self._pool.run(encoded_size, self._encode_outputs, outputs)
             fill_model_spec(response.model_spec, served)
-            for alias, array in outputs.items():
-                response.outputs[alias].CopyFrom(
-                    tensor_codec.to_tensor_proto(array, as_tensor_content=self._as_tensor_content)
-                )
             return response
 
         return await _observed_call(
             context, self._observer, "predict", request.model_spec.name, call
         )
+
+    def _decode_inputs(self, request: predict_pb2.PredictRequest) -> dict:
+        budget = self._service.budget()  # one per request, shared by its inputs
+        return {a: tensor_codec.to_ndarray(t, a, budget) for a, t in request.inputs.items()}
+
+    def _encode_outputs(self, outputs: dict) -> predict_pb2.PredictResponse:
+        response = predict_pb2.PredictResponse()
+        for alias, array in outputs.items():
+            response.outputs[alias].CopyFrom(
+                tensor_codec.to_tensor_proto(array, as_tensor_content=self._as_tensor_content)
+            )
+        return response
 
     async def Classify(
         self,
@@ -193,17 +206,28 @@ def add_services(
     reload_config: ReloadConfig,
     observer: RequestObserver = noop_observer,
     as_tensor_content: bool = False,
+    admission: AdmissionControl | None = None,
+    codec_pool: CodecPool | None = None,
 ) -> list[str]:
-    """Register both services; returns their full names (for reflection/health)."""
+    """Register both services; returns their full names (for reflection/health).
+
+    Admission control applies to PredictionService only: ModelService (status,
+    reload) and the health service are never refused.
+    """
+    pool = codec_pool or CodecPool()
     return [
         add_servicer(
             server,
-            PredictionServicer(service, observer, as_tensor_content),
+            PredictionServicer(service, observer, as_tensor_content, pool),
             prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+            admission,
+            pool,
         ),
         add_servicer(
             server,
             ModelServicer(service, reload_config),
             model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+            None,
+            pool,
         ),
     ]

@@ -2,7 +2,8 @@
 
 With the generated `add_*Servicer_to_server`, grpcio parses the request itself and
 answers a DecodeError with UNKNOWN and a Python class name. Here handlers receive the
-raw bytes and parse them, so the client gets TF Serving's code for a bad request.
+raw bytes and parse them, so the client gets TF Serving's code for a bad request;
+that is also where admission control sees a call's size before anything is decoded.
 """
 
 from __future__ import annotations
@@ -13,36 +14,69 @@ import grpc
 from google.protobuf import descriptor, message, message_factory
 
 from tfmodel_server.errors import bounded_message
+from tfmodel_server.model_servers.admission import (
+    PROTOCOL_GRPC,
+    AdmissionControl,
+    Refused,
+    Ticket,
+)
+from tfmodel_server.model_servers.codec_pool import CodecPool
 
 Impl = Callable[[message.Message, grpc.aio.ServicerContext], Awaitable[message.Message]]
 
 
-def _parsing(impl: Impl, request_type: type[message.Message]):
+def _parsing(
+    impl: Impl,
+    request_type: type[message.Message],
+    admission: AdmissionControl | None,
+    pool: CodecPool,
+):
     full_name = request_type.DESCRIPTOR.full_name
 
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> message.Message:
+        ticket: Ticket | None = None
+        if admission is not None and admission.limits.enabled:
+            try:
+                # Before parsing: the message's size is all that is known, and all it takes.
+                ticket = admission.admit(len(raw), PROTOCOL_GRPC)
+            except Refused as e:
+                await context.abort(e.code, bounded_message(e.message))
         try:
-            request = request_type.FromString(raw)
-        except Exception as e:  # DecodeError, and anything else a hostile buffer provokes
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                bounded_message(f"Could not parse request as {full_name}: {e}"),
-            )
-        return await impl(request, context)
+            try:
+                request = await pool.run(len(raw), request_type.FromString, raw)
+            except Exception as e:  # DecodeError, and anything else a hostile buffer provokes
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    bounded_message(f"Could not parse request as {full_name}: {e}"),
+                )
+            return await impl(request, context)
+        finally:
+            if ticket is not None:
+                ticket.release()
 
     return handler
 
 
 def add_servicer(
-    server: grpc.aio.Server, servicer: object, service: descriptor.ServiceDescriptor
+    server: grpc.aio.Server,
+    servicer: object,
+    service: descriptor.ServiceDescriptor,
+    admission: AdmissionControl | None = None,
+    pool: CodecPool | None = None,
 ) -> str:
-    """Register every (unary) method of `service` on `servicer`; returns the service name."""
+    """Register every (unary) method of `service` on `servicer`; returns the service name.
+
+    With `admission`, every call is charged its message size before it is parsed
+    (RESOURCE_EXHAUSTED when the in-flight budget is spent); large messages are
+    parsed in the codec pool.
+    """
+    pool = pool or CodecPool()
     handlers = {}
     for method in service.methods:
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(servicer, method.name), request_type),
+            _parsing(getattr(servicer, method.name), request_type, admission, pool),
             response_serializer=response_type.SerializeToString,
         )
     server.add_generic_rpc_handlers(

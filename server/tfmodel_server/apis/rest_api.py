@@ -30,6 +30,7 @@ from tfmodel_server.errors import (
     invalid_argument,
 )
 from tfmodel_server.inference.service import InferenceService, ModelRef
+from tfmodel_server.model_servers.codec_pool import CodecPool
 from tfmodel_server.model_servers.model_status import (
     model_status_response,
     status_json,
@@ -94,11 +95,13 @@ class RestHandlers:
         state: RestState,
         observer: RequestObserver,
         timeout_seconds: float,
+        codec_pool: CodecPool | None = None,
     ) -> None:
         self.service = service
         self.state = state
         self.observer = observer
         self.timeout = timeout_seconds
+        self.codec_pool = codec_pool or CodecPool()
 
     async def dispatch_v1(self, request: web.Request) -> web.Response:
         """Every /v1/... request; matched on the raw path as TF Serving does."""
@@ -149,21 +152,32 @@ class RestHandlers:
         return response
 
     async def _prediction(self, api: str, ref: ModelRef, body: bytes) -> bytes:
+        # Large bodies are parsed, turned into tensors and their answers encoded in the
+        # codec pool, so the loop keeps serving small requests and probes meanwhile.
+        pool = self.codec_pool
+        size = len(body)
         if api == "predict":
-            doc = json_tensor.decode_body(body, split_numbers=True)
+            doc = await pool.run(size, json_tensor.decode_body, body, True)
             formats: list[json_tensor.JsonFormat] = []
 
-            def inputs_for(signature) -> dict:
+            def build_inputs(signature) -> dict:
                 specs = {a: (t.dtype, t.shape) for a, t in signature.inputs.items()}
                 inputs, fmt = json_tensor.inputs_from_doc(doc, specs, self.service.budget())
                 doc.clear()  # free the parsed JSON (~32 bytes a number) before TF runs
                 formats.append(fmt)
                 return inputs
 
+            async def inputs_for(signature) -> dict:
+                return await pool.run(size, build_inputs, signature)
+
             signature_name = json_tensor.signature_name_of(doc)
             _, outputs = await self.service.predict(ref, signature_name, inputs_for)
-            return json_response.format_predict_response(outputs, formats[0])
-        parsed = json_tensor.parse_examples_request(body)
+            # JSON text of numbers is a few times their binary size.
+            encoded_size = 4 * sum(a.nbytes for a in outputs.values())
+            return await pool.run(
+                encoded_size, json_response.format_predict_response, outputs, formats[0]
+            )
+        parsed = await pool.run(size, json_tensor.parse_examples_request, body)
         if api == "classify":
             _, result = await self.service.classify(ref, parsed.signature_name, parsed.input)
             return json_response.format_classify_response(result)
@@ -198,6 +212,8 @@ class RestHandlers:
                 "name": info.name,
                 **status_json(status_response(info.versions)),
                 "version_labels": {k: str(v) for k, v in sorted(info.labels.items())},
+                # tfmodel: why the base path could not be listed (what loaded keeps serving).
+                **({"source_error": info.error} if info.error else {}),
             }
             for info in self.service.manager.list_models()
         ]
@@ -227,9 +243,10 @@ def build_app(
     timeout_seconds: float,
     extra_routes: list[tuple[str, str, Callable]] | None = None,
     middlewares: list[Callable] | None = None,
+    codec_pool: CodecPool | None = None,
 ) -> web.Application:
     """`middlewares` (CORS, token check) run outside the in-flight count."""
-    handlers = RestHandlers(service, state, observer, timeout_seconds)
+    handlers = RestHandlers(service, state, observer, timeout_seconds, codec_pool)
     # TF Serving accepts JSON bodies of any size. Here a body is at most the decoded-bytes
     # cap: JSON text is never smaller than the tensors it holds, and parsing it costs a
     # multiple of its size (bench/rest_decode_memory.py).

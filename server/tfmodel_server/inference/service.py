@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,8 @@ from tensorflow_serving.apis import (
 from tfmodel_server.codecs.limits import DEFAULT_MAX_REQUEST_DECODED_BYTES, DecodeBudget
 from tfmodel_server.core.manager import ServableManager
 from tfmodel_server.errors import invalid_argument
+from tfmodel_server.inference import request_logging
+from tfmodel_server.inference.request_logging import RequestLogger, Spec
 from tfmodel_server.inference.runner import InferenceRunner
 from tfmodel_server.monitoring.request_context import note_runtime, note_served
 from tfmodel_server.servables.tensorflow import classify_regress
@@ -55,8 +57,11 @@ class InferenceService:
         runner: InferenceRunner,
         check_method_name: bool = False,
         max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES,
+        request_log: RequestLogger | None = None,
     ) -> None:
         self.manager = manager
+        # ModelConfig.logging_config: a sampled share of successful calls, written off-path.
+        self.request_log = request_log
         self.runner = runner
         self.max_request_decoded_bytes = max_request_decoded_bytes
         # --enable_signature_method_name_check: classify/regress only on signatures
@@ -71,19 +76,34 @@ class InferenceService:
         self,
         ref: ModelRef,
         signature_name: str,
-        inputs: dict[str, np.ndarray] | Callable[[Signature], dict[str, np.ndarray]],
+        inputs: dict[str, np.ndarray] | Callable[[Signature], Awaitable[dict[str, np.ndarray]]],
         output_filter: Sequence[str] = (),
     ) -> tuple[Served, dict[str, np.ndarray]]:
-        """Run a predict; `inputs` may be a function of the signature (REST parses
-        JSON by the signature's dtypes, under the same handle that runs it)."""
+        """Run a predict; `inputs` may be an async function of the signature (REST parses
+        JSON by the signature's dtypes, under the same handle that runs it, off the
+        event loop when the body is large)."""
         with self.manager.get_handle(ref.name, ref.version, ref.label) as handle:
             signature = handle.servable.signature(signature_name)
-            if callable(inputs):
-                inputs = inputs(signature)
+            # Before REST decodes against the signature: its input errors are this version's
+            # requests in the metrics, as gRPC's (validate_inputs) are.
             note_served(handle.servable.version, signature.key)
+            if callable(inputs):
+                inputs = await inputs(signature)
             arrays = signature.validate_inputs(inputs)
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
-            return _served(handle.servable, signature), outputs
+            served = _served(handle.servable, signature)
+            if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
+                request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
+                logged_inputs, wanted = inputs, tuple(output_filter)
+                self.request_log.submit(
+                    plan,
+                    served_spec,
+                    lambda: request_logging.predict_record(
+                        request_spec, served_spec, logged_inputs, wanted, outputs
+                    ),
+                    request_logging.arrays_nbytes(logged_inputs, outputs),
+                )
+            return served, outputs
 
     async def _run(self, servable, signature, arrays, output_filter) -> dict[str, np.ndarray]:
         """The runner call, timed for :tensorflow:serving:runtime_latency."""
@@ -118,7 +138,21 @@ class InferenceService:
             )
             outputs = await self._run(handle.servable, signature, feed, ())
             result = result_fn(signature, outputs, _num_examples(feed))
-            return _served(handle.servable, signature), result
+            served = _served(handle.servable, signature)
+            if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
+                request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
+                record_fn = (
+                    request_logging.classify_record
+                    if steps is _CLASSIFY
+                    else request_logging.regress_record
+                )
+                self.request_log.submit(
+                    plan,
+                    served_spec,
+                    lambda: record_fn(request_spec, served_spec, request_input, result),
+                    request_input.ByteSize() + result.ByteSize(),
+                )
+            return served, result
 
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
@@ -133,9 +167,18 @@ class InferenceService:
             note_served(servable.version, request.tasks[0].model_spec.signature_name)
             start = time.perf_counter()
             try:
-                return await self._multi_inference_in_thread(request, servable)
+                response = await self._multi_inference_in_thread(request, servable)
             finally:
                 note_runtime(time.perf_counter() - start)
+            if self.request_log is not None and (plan := self.request_log.sample(first.name)):
+                served = Spec(servable.name, servable.version, None, "")
+                self.request_log.submit(
+                    plan,
+                    served,
+                    lambda: request_logging.multi_inference_record(request, response),
+                    request.ByteSize() + response.ByteSize(),
+                )
+            return response
 
     async def _multi_inference_in_thread(self, request, servable: Servable):
         return await asyncio.to_thread(
@@ -167,6 +210,14 @@ def model_ref_from_spec(spec) -> ModelRef:  # spec: model_pb2.ModelSpec
 
 def _served(servable: Servable, signature: Signature) -> Served:
     return Served(servable.name, servable.version, signature.key)
+
+
+def _spec(ref: ModelRef, signature_name: str) -> Spec:
+    return Spec(ref.name, ref.version, ref.label, signature_name)
+
+
+def _served_spec(served: Served) -> Spec:
+    return Spec(served.name, served.version, None, served.signature_name)
 
 
 def fill_model_spec(spec, served: Served) -> None:

@@ -12,9 +12,12 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
+
+from tfmodel_server.sources import s3
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +87,17 @@ def validate_model_server_config(
         names.add(model.name)
         if not model.base_path:
             raise ConfigError(f"{where}: base_path is empty")
-        if _URI_SCHEME.match(model.base_path):
+        if s3.is_s3_url(model.base_path):
+            try:
+                s3.parse_s3_url(model.base_path)
+            except ValueError as e:
+                raise ConfigError(f"{where}: base_path {e}") from None
+        elif _URI_SCHEME.match(model.base_path):
             raise ConfigError(
                 f"{where}: base_path {model.base_path} is a URI; only local file system "
-                "paths are supported"
+                "paths and s3:// URLs are supported"
             )
-        if not os.path.isabs(model.base_path):
+        elif not os.path.isabs(model.base_path):
             raise ConfigError(
                 f"{where}: Expected model {model.name} to have an absolute path or URI; "
                 f"got base_path()={model.base_path}"
@@ -131,14 +139,26 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     return config
 
 
-def load_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
-    """Read, parse and validate a config file once."""
+def read_config_bytes(path: str, settings: s3.S3Settings | None = None) -> bytes:
+    """A local file (re-opened by path), or an s3:// object; ConfigError says why not."""
+    if s3.is_s3_url(path):
+        try:
+            return s3.read_object(s3.client(settings or s3.S3Settings()), path)
+        except (s3.ObjectStoreError, ValueError) as e:
+            raise ConfigError(f"{path}: cannot read model config: {e}") from None
     try:
+        # open() by path each time: follows a freshly swapped ..data symlink.
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read model config: {e.strerror or e}") from None
-    return _parse_bytes(data, path)
+
+
+def load_config_file(
+    path: str, settings: s3.S3Settings | None = None
+) -> model_server_config_pb2.ModelServerConfig:
+    """Read, parse and validate a config file (or s3:// object) once."""
+    return _parse_bytes(read_config_bytes(path, settings), path)
 
 
 def _parse_bytes(data: bytes, path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -154,23 +174,33 @@ def _parse_bytes(data: bytes, path: str) -> model_server_config_pb2.ModelServerC
 class ChangedFile:
     """A file re-read by path on each poll, whose content is returned only when it changed.
 
-    open() by path each time follows a freshly swapped `..data` symlink (a ConfigMap mount).
+    Reading by path each time follows a freshly swapped `..data` symlink (a ConfigMap mount).
     The last content is remembered even when the caller finds it bad, so a bad file is
-    reported once rather than every poll; a missing file is reported once too."""
+    reported once rather than every poll; a missing one too (the reader's error, once)."""
 
     _MISSING = "<missing>"
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        read: Callable[[], bytes] | None = None,
+        missing: tuple[type[Exception], ...] = (OSError,),
+    ) -> None:
         self.path = path
+        self._read = read or self._read_local
+        self._missing = missing
         self._last_hash: str | None = None
         self.last_digest = ""
 
+    def _read_local(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
     def poll(self) -> bytes | None:
-        """The new content; None if unchanged (or still missing). OSError once it goes away."""
+        """The new content; None if unchanged (or still missing). The reader's error once."""
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError:
+            data = self._read()
+        except self._missing:
             if self._last_hash == self._MISSING:
                 return None
             self._last_hash = self._MISSING
@@ -183,19 +213,20 @@ class ChangedFile:
 
 
 class ConfigFileWatcher:
-    """Re-reads a config file by path; reports a config only when its content changes."""
+    """Re-reads a config file (or s3:// object) by path; reports a config only when its
+    content changes."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, settings: s3.S3Settings | None = None) -> None:
         self.path = path
-        self._file = ChangedFile(path)
+        self.settings = settings
+        self._file = ChangedFile(
+            path, read=lambda: read_config_bytes(path, settings), missing=(ConfigError,)
+        )
         self.last_good: model_server_config_pb2.ModelServerConfig | None = None
 
     def read_if_changed(self) -> model_server_config_pb2.ModelServerConfig | None:
         """New parsed+validated config, None if unchanged; ConfigError once per bad content."""
-        try:
-            data = self._file.poll()
-        except OSError as e:
-            raise ConfigError(f"{self.path}: cannot read model config: {e.strerror or e}") from None
+        data = self._file.poll()
         if data is None:
             return None
         config = _parse_bytes(data, self.path)

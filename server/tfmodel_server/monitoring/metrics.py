@@ -15,6 +15,12 @@ exact names, label names and bucket limits, so existing dashboards work:
 
 tfmodel adds per-version / per-signature detail under :tfmodel: names.
 
+The "status" label is the request's gRPC status code name for REST requests too (the HTTP
+answer is TF Serving's mapping of that code, errors.http_status_for), so one label tells
+server faults (INTERNAL, UNKNOWN, UNAVAILABLE, DEADLINE_EXCEEDED, DATA_LOSS: HTTP 500, 503,
+504) from client errors (INVALID_ARGUMENT, NOT_FOUND, ...: HTTP 4xx) on both entrypoints;
+the operator's canary analysis counts only the former (tests/server/test_metrics_faults.py).
+
 TF Serving writes counters without the "_total" suffix that prometheus-client
 adds to counter families; to keep the sample names identical those families
 are exposed as "untyped" (Prometheus treats them the same for rate()).
@@ -133,6 +139,12 @@ class _Counter:
         with self._lock:
             return self._values.get(tuple(labels), 0.0)
 
+    def remove_matching(self, match: dict[str, str]) -> None:
+        """Drop every series whose labels include `match` (a retired version's)."""
+        with self._lock:
+            for key in [k for k in self._values if _matches(self.labels, k, match)]:
+                del self._values[key]
+
     def collect(self) -> Metric:
         metric = Metric(self.name, self.doc, self.typ)
         sample_name = self.name + ("_total" if self.typ == "counter" else "")
@@ -166,6 +178,12 @@ class _Histogram:
             cell = self._cells.get(tuple(labels))
             return int(sum(cell[:-1])) if cell else 0
 
+    def remove_matching(self, match: dict[str, str]) -> None:
+        """Drop every series whose labels include `match` (a retired version's)."""
+        with self._lock:
+            for key in [k for k in self._cells if _matches(self.labels, k, match)]:
+                del self._cells[key]
+
     def collect(self) -> Metric:
         metric = Metric(self.name, self.doc, "histogram")
         with self._lock:
@@ -180,6 +198,11 @@ class _Histogram:
             metric.add_sample(self.name + "_sum", labels, cell[-1])
             metric.add_sample(self.name + "_count", labels, cumulative)
         return metric
+
+
+def _matches(names: Sequence[str], key: tuple[str, ...], match: dict[str, str]) -> bool:
+    labels = dict(zip(names, key, strict=True))
+    return all(name in labels and labels[name] == value for name, value in match.items())
 
 
 def _fmt(bound: float) -> str:
@@ -301,6 +324,14 @@ class ServingMetrics:
             ["status"],
             typ="counter",
         )
+        self.requests_refused = _Counter(
+            ":tfmodel:requests_refused",
+            "Prediction requests refused by admission control before being read or decoded, "
+            "by protocol (grpc / rest) and reason (inflight_bytes / inflight_requests / "
+            "larger_than_budget).",
+            ["protocol", "reason"],
+            typ="counter",
+        )
         self.registry.register(
             _Families(
                 [
@@ -319,6 +350,7 @@ class ServingMetrics:
                     self.batch_queueing_latency,
                     self.model_load_latency,
                     self.config_reload_count,
+                    self.requests_refused,
                 ]
             )
         )
@@ -407,8 +439,29 @@ class ServingMetrics:
         """status as TF Serving prints a Status ("OK" or "CODE: message")."""
         self.warmup_latency.observe((model_path, status), latency_us)
 
+    def remove_version(self, model_name: str, version: int, model_path: str) -> None:
+        """A version was unloaded or forgotten: its series go, so /metrics does not
+        grow with every version a model ever had (the model-level families stay)."""
+        by_version = {"model_name": model_name, "version": str(version)}
+        for family in (
+            self.version_request_count,
+            self.version_request_latency,
+            self.batch_size,
+            self.padded_batch_size,
+            self.batch_queueing_latency,
+            self.model_load_latency,
+        ):
+            family.remove_matching(by_version)
+        by_path = {"model_path": model_path}
+        for family in (self.warmup_latency, self.load_attempt_count, self.load_latency):
+            family.remove_matching(by_path)
+
     def record_config_reload(self, ok: bool) -> None:
         self.config_reload_count.inc(("success" if ok else "failure",))
+
+    def record_refused(self, protocol: str, reason: str) -> None:
+        """One request refused by admission control (model_servers/admission.py)."""
+        self.requests_refused.inc((protocol, reason))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

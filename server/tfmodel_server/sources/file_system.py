@@ -5,6 +5,15 @@ subdirectories (`00000123` is version 123). Unlike it (issue #631), a version
 is only offered once its files look complete (saved_model_files.py) and its fingerprint
 (relative paths, sizes and mtimes of every file) is unchanged across two
 consecutive polls, so a half-copied dir is never loaded.
+
+Once offered, a version is not walked again: each poll compares its stamp
+(the version dir's listing with sizes and mtimes, and variables.index) with
+the stamp it had when offered, a few stats whatever the number of files. A
+changed stamp sends it through the full check again. So a poll costs one
+listing per version, not a stat of every file of every version forever.
+
+Polls run in a worker thread; `set_models` (called on the event loop) never
+waits for a poll in progress: it only swaps the model map under a short lock.
 """
 
 from __future__ import annotations
@@ -45,36 +54,71 @@ def fingerprint_dir(path: str) -> Fingerprint:
     return tuple(entries)
 
 
+Stamp = tuple[object, ...]
+
+
+def version_stamp(path: str) -> Stamp | None:
+    """What a cheap poll compares: the top-level entries of the version dir (names,
+    sizes, mtimes: a new or replaced file, or a variables/ whose listing changed,
+    shows) and variables/variables.index. None if the dir cannot be read."""
+    try:
+        with os.scandir(path) as it:
+            entries = []
+            for entry in it:
+                st = entry.stat()
+                entries.append((entry.name, st.st_size, st.st_mtime_ns))
+        entries.sort()
+        index: tuple[int, int] | None = None
+        try:
+            st = os.stat(os.path.join(path, "variables", "variables.index"))
+            index = (st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            pass
+        return (os.stat(path).st_mtime_ns, tuple(entries), index)
+    except OSError:
+        return None
+
+
 class FileSystemSource:
     """Polls base paths; remembers fingerprints between polls. poll() blocks: use a thread."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._models_lock = threading.Lock()  # held for a dict swap only
         self._models: dict[str, str] = {}
+        self._poll_lock = threading.Lock()  # one poll at a time; guards what follows
+        self._polled_bases: dict[str, str] = {}
         self._last_seen: dict[str, dict[int, Fingerprint]] = {}
         self._offered: dict[str, dict[int, VersionDir]] = {}
+        self._stamps: dict[str, dict[int, Stamp]] = {}  # of offered versions
         self._ignored_logged: dict[str, set[str]] = {}
         self._last_error: dict[str, str | None] = {}
         self._warned_empty: set[str] = set()
 
     def set_models(self, models: Mapping[str, str]) -> None:
-        """name -> base_path. A model whose base path changes starts afresh."""
-        with self._lock:
-            for name in list(self._models):
-                if models.get(name) != self._models[name]:
-                    self._forget(name)
+        """name -> base_path. A model whose base path changes starts afresh (at the
+        next poll; a poll in progress finishes with the old map and the manager
+        drops its results for re-pointed models)."""
+        with self._models_lock:
             self._models = dict(models)
 
     def _forget(self, name: str) -> None:
         self._last_seen.pop(name, None)
         self._offered.pop(name, None)
+        self._stamps.pop(name, None)
         self._ignored_logged.pop(name, None)
         self._last_error.pop(name, None)
         self._warned_empty.discard(name)
 
     def poll(self) -> dict[str, ModelSourceState]:
-        with self._lock:
-            return {name: self._poll_model(name, base) for name, base in self._models.items()}
+        with self._poll_lock:
+            with self._models_lock:
+                models = dict(self._models)
+            for name in list(self._polled_bases):
+                if models.get(name) != self._polled_bases[name]:
+                    self._forget(name)
+                    del self._polled_bases[name]
+            self._polled_bases.update(models)
+            return {name: self._poll_model(name, base) for name, base in models.items()}
 
     def _poll_model(self, name: str, base_path: str) -> ModelSourceState:
         state = ModelSourceState(name=name, base_path=base_path)
@@ -99,8 +143,10 @@ class FileSystemSource:
         ignored = self._ignored_logged.setdefault(name, set())
         last_seen = self._last_seen.get(name, {})
         offered = self._offered.get(name, {})
+        stamps = self._stamps.get(name, {})
         seen: dict[int, Fingerprint] = {}
         new_offered: dict[int, VersionDir] = {}
+        new_stamps: dict[int, Stamp] = {}
         for child, is_dir in sorted(children):
             version = parse_version(child) if is_dir else None
             if version is None:
@@ -118,6 +164,14 @@ class FileSystemSource:
             if version in seen:
                 log.warning("Servable %s: two directories for version %d", name, version)
                 continue
+            if version in offered and version in stamps:
+                stamp = version_stamp(path)
+                if stamp is not None and stamp == stamps[version]:
+                    # Unchanged since it was offered: no walk, no completeness check.
+                    seen[version] = offered[version].fingerprint
+                    new_offered[version] = offered[version]
+                    new_stamps[version] = stamp
+                    continue
             reason = incomplete_reason(path)
             if reason is not None:
                 if version in offered:
@@ -127,10 +181,13 @@ class FileSystemSource:
                 state.pending.add(version)
                 seen[version] = ()
                 continue
+            stamp = version_stamp(path)  # before the walk: a change during it shows next poll
             fp = fingerprint_dir(path)
             seen[version] = fp
             if last_seen.get(version) == fp:
                 new_offered[version] = VersionDir(version, path, fp)
+                if stamp is not None:
+                    new_stamps[version] = stamp
             elif version in offered:
                 # Being rewritten: keep offering the last stable content meanwhile.
                 new_offered[version] = offered[version]
@@ -138,6 +195,7 @@ class FileSystemSource:
                 state.pending.add(version)
         self._last_seen[name] = seen
         self._offered[name] = new_offered
+        self._stamps[name] = new_stamps
         state.complete = dict(new_offered)
         if not seen:
             if name not in self._warned_empty:
