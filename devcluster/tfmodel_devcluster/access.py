@@ -1,4 +1,5 @@
-"""kubectl and helm against the cluster, from the host (through the API forwarder)."""
+"""kubectl and helm against a cluster's API server, from the host (the embedded cluster's
+through its forwarder; the operator tests' API server directly)."""
 
 from __future__ import annotations
 
@@ -29,14 +30,24 @@ class KubeAccess:
         return env
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 180
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 180,
+        kubeconfig: Path | str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return self._tool([str(self.kubectl_bin), *args], input, check, timeout)
+        """`kubectl ARGS` as the admin, or as whoever `kubeconfig` names."""
+        return self._tool([str(self.kubectl_bin), *_as(kubeconfig), *args], input, check, timeout)
 
     def helm(
-        self, *args: str, check: bool = True, timeout: float = 300
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 300,
+        kubeconfig: Path | str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return self._tool([str(self.helm_bin), *args], None, check, timeout)
+        return self._tool([str(self.helm_bin), *_as(kubeconfig), *args], None, check, timeout)
 
     def get(self, *args: str) -> dict[str, Any]:
         """`kubectl get ARGS -o json`, parsed."""
@@ -60,3 +71,7 @@ class KubeAccess:
                 done.returncode, cmd, output=done.stdout, stderr=done.stderr
             )
         return done
+
+
+def _as(kubeconfig: Path | str | None) -> list[str]:
+    return [f"--kubeconfig={kubeconfig}"] if kubeconfig else []

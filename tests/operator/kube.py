@@ -13,17 +13,18 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import kubernetes
+from tfmodel_devcluster.access import KubeAccess
+from tfmodel_devcluster.host import ClusterError
+from tfmodel_devcluster.processes import Processes
 
 from tests.ports import free_port
 
@@ -127,28 +128,26 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: s
 
 @dataclass
 class KubeCluster:
-    """A running test API server plus the kubectl/helm binaries to talk to it."""
+    """A running test API server plus the kubectl/helm binaries to talk to it. Its process
+    and the tools run through the embedded cluster's own harness (tfmodel_devcluster)."""
 
     server: str
     admin_kubeconfig: Path
     data_dir: Path
     kubectl_bin: Path
     helm_bin: Path
-    process: subprocess.Popen | None = None
+    processes: Processes | None = None
     _admin_client: kubernetes.client.ApiClient | None = field(default=None, repr=False)
+    tools: KubeAccess = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tools = KubeAccess(
+            self.admin_kubeconfig, self.kubectl_bin, self.helm_bin, self.data_dir / "helm"
+        )
 
     @property
     def ca_file(self) -> Path:
         return self.data_dir / "pki" / "ca.crt"
-
-    def _tool_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("KUBECONFIG", None)
-        helm_home = self.data_dir / "helm"
-        env["HELM_CACHE_HOME"] = str(helm_home / "cache")
-        env["HELM_CONFIG_HOME"] = str(helm_home / "config")
-        env["HELM_DATA_HOME"] = str(helm_home / "data")
-        return env
 
     def kubectl(
         self,
@@ -157,32 +156,14 @@ class KubeCluster:
         input: str | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.kubectl_bin), f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args]
-        return self._run(cmd, input=input, check=check)
+        return self.tools.kubectl(
+            *args, input=input, check=check, timeout=COMMAND_TIMEOUT_S, kubeconfig=kubeconfig
+        )
 
     def helm(
         self, *args: str, kubeconfig: Path | str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.helm_bin), f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args]
-        return self._run(cmd, input=None, check=check)
-
-    def _run(
-        self, cmd: list[str], input: str | None, check: bool
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            cmd,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            env=self._tool_env(),
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise subprocess.CalledProcessError(
-                done.returncode, cmd, output=done.stdout, stderr=done.stderr
-            )
-        return done
+        return self.tools.helm(*args, check=check, timeout=COMMAND_TIMEOUT_S, kubeconfig=kubeconfig)
 
     def api_client(self, kubeconfig: Path | str | None = None) -> kubernetes.client.ApiClient:
         """A new kubernetes.client.ApiClient for the admin (default) or the given kubeconfig."""
@@ -227,52 +208,8 @@ class KubeCluster:
         if self._admin_client is not None:
             self._admin_client.close()
             self._admin_client = None
-        if self.process is None or self.process.poll() is not None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=wait_s)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def _log_tail(log: Path, chars: int = 4000) -> str:
-    try:
-        return log.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-def _wait_ready(cluster: KubeCluster, token: str, log: Path, timeout_s: float) -> None:
-    proc = cluster.process
-    assert proc is not None
-    deadline = time.monotonic() + timeout_s
-    last = "not started"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise KubeHarnessError(
-                f"test API server exited with {proc.returncode} before ready; log {log}:\n{_log_tail(log)}"
-            )
-        if cluster.ca_file.exists():
-            context = ssl.create_default_context(cafile=str(cluster.ca_file))
-            request = urllib.request.Request(
-                f"{cluster.server}/readyz", headers={"Authorization": f"Bearer {token}"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=5, context=context) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
-                last = str(exc)
-        time.sleep(0.25)
-    raise KubeHarnessError(
-        f"test API server not ready after {timeout_s} s (last: {last}); log {log}:\n{_log_tail(log)}"
-    )
+        if self.processes is not None:
+            self.processes.stop_all()
 
 
 def start_cluster(
@@ -284,9 +221,31 @@ def start_cluster(
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix="tfmodel-kube-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = data_dir / "apiserver.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
+    processes = Processes(data_dir)
+    cluster = KubeCluster(
+        server=f"https://127.0.0.1:{port}",
+        admin_kubeconfig=data_dir / "admin.kubeconfig",
+        data_dir=data_dir,
+        kubectl_bin=kubectl_bin,
+        helm_bin=helm_bin,
+        processes=processes,
+    )
+    tokens_csv = data_dir / "pki" / "tokens.csv"
+
+    def token() -> str:
+        return tokens_csv.read_text().split(",", 1)[0] if tokens_csv.exists() else ""
+
+    def ready() -> bool:
+        context = ssl.create_default_context(cafile=str(cluster.ca_file))
+        request = urllib.request.Request(
+            f"{cluster.server}/readyz", headers={"Authorization": f"Bearer {token()}"}
+        )
+        with urllib.request.urlopen(request, timeout=5, context=context) as answer:
+            return bool(answer.status == 200)
+
+    try:
+        processes.start(
+            "kube-apiserver",
             [
                 str(binary),
                 f"--data-dir={data_dir}",
@@ -294,37 +253,16 @@ def start_cluster(
                 f"--etcd-client-port={free_port()}",
                 f"--etcd-peer-port={free_port()}",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: stop() kills all of it
         )
-    cluster = KubeCluster(
-        server=f"https://127.0.0.1:{port}",
-        admin_kubeconfig=data_dir / "admin.kubeconfig",
-        data_dir=data_dir,
-        kubectl_bin=kubectl_bin,
-        helm_bin=helm_bin,
-        process=process,
-    )
-    try:
-        token = _wait_for_token(data_dir / "pki" / "tokens.csv", process, log)
-        _wait_ready(cluster, token, log, ready_timeout_s)
+        processes.wait("the test API server's credentials", token, timeout=30, interval=0.1)
+        processes.wait("the test API server's /readyz", ready, ready_timeout_s, interval=0.25)
+    except ClusterError as exc:
+        cluster.stop()
+        raise KubeHarnessError(f"{exc} (log {data_dir}/logs/kube-apiserver.log)") from exc
     except BaseException:
         cluster.stop()
         raise
     return cluster
-
-
-def _wait_for_token(tokens_csv: Path, process: subprocess.Popen, log: Path) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if tokens_csv.exists() and tokens_csv.read_text().strip():
-            return tokens_csv.read_text().split(",", 1)[0]
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise KubeHarnessError(f"test API server wrote no credentials; log {log}:\n{_log_tail(log)}")
 
 
 def unique_name(hint: str, max_len: int = 63) -> str:

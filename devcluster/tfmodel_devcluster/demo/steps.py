@@ -154,7 +154,7 @@ def server_pods(cluster: Cluster) -> list[dict[str, Any]]:
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
-def _ready(pod: dict[str, Any]) -> bool:
+def pod_ready(pod: dict[str, Any]) -> bool:
     conditions = pod.get("status", {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
@@ -176,7 +176,7 @@ def wait_ready(cluster: Cluster, replicas: int, progress: Progress, timeout: flo
 
     def probe() -> bool:
         pods = server_pods(cluster)
-        ready = sum(1 for p in pods if _ready(p))
+        ready = sum(1 for p in pods if pod_ready(p))
         cond = ready_condition(tfmodel(cluster))
         phases = sorted({p.get("status", {}).get("phase", "?") for p in pods}) or ["none yet"]
         progress(
@@ -361,7 +361,7 @@ print(json.dumps(out))
 
 def pod_labels(cluster: Cluster) -> dict[str, dict[str, str]]:
     """Pod IP -> the version labels that server applies now (GET /v1/models)."""
-    ips = [p["status"]["podIP"] for p in server_pods(cluster) if _ready(p)]
+    ips = [p["status"]["podIP"] for p in server_pods(cluster) if pod_ready(p)]
     done = cluster.netns_python("-c", _LABELS % NAME, *ips, timeout=60)
     if done.returncode != 0:
         raise ValueError(done.stderr[-500:])

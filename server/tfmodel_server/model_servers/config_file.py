@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -170,23 +171,36 @@ def _parse_bytes(data: bytes, path: str) -> model_server_config_pb2.ModelServerC
     return config
 
 
-class ConfigFileWatcher:
-    """Re-reads a config file (or s3:// object) by path; reports a config only when its
-    content changes."""
+class ChangedFile:
+    """A file re-read by path on each poll, whose content is returned only when it changed.
+
+    Reading by path each time follows a freshly swapped `..data` symlink (a ConfigMap mount).
+    The last content is remembered even when the caller finds it bad, so a bad file is
+    reported once rather than every poll; a missing one too (the reader's error, once)."""
 
     _MISSING = "<missing>"
 
-    def __init__(self, path: str, settings: s3.S3Settings | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        read: Callable[[], bytes] | None = None,
+        missing: tuple[type[Exception], ...] = (OSError,),
+    ) -> None:
         self.path = path
-        self.settings = settings
+        self._read = read or self._read_local
+        self._missing = missing
         self._last_hash: str | None = None
-        self.last_good: model_server_config_pb2.ModelServerConfig | None = None
+        self.last_digest = ""
 
-    def read_if_changed(self) -> model_server_config_pb2.ModelServerConfig | None:
-        """New parsed+validated config, None if unchanged; ConfigError once per bad content."""
+    def _read_local(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def poll(self) -> bytes | None:
+        """The new content; None if unchanged (or still missing). The reader's error once."""
         try:
-            data = read_config_bytes(self.path, self.settings)
-        except ConfigError:
+            data = self._read()
+        except self._missing:
             if self._last_hash == self._MISSING:
                 return None
             self._last_hash = self._MISSING
@@ -194,9 +208,28 @@ class ConfigFileWatcher:
         digest = hashlib.sha256(data).hexdigest()
         if digest == self._last_hash:
             return None
-        # Remember bad content too, so it is reported once rather than every poll.
-        self._last_hash = digest
+        self._last_hash = self.last_digest = digest
+        return data
+
+
+class ConfigFileWatcher:
+    """Re-reads a config file (or s3:// object) by path; reports a config only when its
+    content changes."""
+
+    def __init__(self, path: str, settings: s3.S3Settings | None = None) -> None:
+        self.path = path
+        self.settings = settings
+        self._file = ChangedFile(
+            path, read=lambda: read_config_bytes(path, settings), missing=(ConfigError,)
+        )
+        self.last_good: model_server_config_pb2.ModelServerConfig | None = None
+
+    def read_if_changed(self) -> model_server_config_pb2.ModelServerConfig | None:
+        """New parsed+validated config, None if unchanged; ConfigError once per bad content."""
+        data = self._file.poll()
+        if data is None:
+            return None
         config = _parse_bytes(data, self.path)
         self.last_good = config
-        log.info("Model config %s changed (sha256 %s)", self.path, digest[:12])
+        log.info("Model config %s changed (sha256 %s)", self.path, self._file.last_digest[:12])
         return config

@@ -14,13 +14,12 @@ version, which is the canary during a rollout); an unlisted model follows TF Ser
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
 from tfmodel_server.core.manager import CANARY_LABEL, STABLE_LABEL
 
-from .config_file import ConfigError
+from .config_file import ChangedFile, ConfigError
 
 __all__ = ["CANARY_LABEL", "STABLE_LABEL", "TrafficSplitWatcher", "parse_traffic_split"]
 
@@ -48,29 +47,21 @@ def parse_traffic_split(data: bytes, where: str) -> dict[str, float]:
 
 
 class TrafficSplitWatcher:
-    """Re-reads the split file by path (follows a swapped `..data` symlink); a missing file
-    means no split. Reports a new split only when the content changed."""
-
-    _MISSING = "<missing>"
+    """Re-reads the split file by path (config_file.ChangedFile, as models.config); a missing
+    file means no split. Reports a new split only when the content changed."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._last_hash: str | None = None
+        self._file = ChangedFile(path)
 
     def read_if_changed(self) -> dict[str, float] | None:
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            data = self._file.poll()
         except OSError:
-            if self._last_hash == self._MISSING:
-                return None
-            self._last_hash = self._MISSING
             log.info("traffic split file %s absent: no canary split", self.path)
             return {}
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self._last_hash:
+        if data is None:
             return None
-        self._last_hash = digest  # bad content is reported once, not every poll
         fractions = parse_traffic_split(data, self.path)
         log.info("traffic split %s: %s", self.path, fractions or "none")
         return fractions
