@@ -31,6 +31,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,7 +43,7 @@ from typing import Any
 
 import kubernetes
 
-from tests.operator.fakefleet import StandIn, mark_deployment_ready, start_pods
+from tests.operator.fakefleet import mark_deployment_ready, start_pods
 from tests.operator.kube import KubeCluster, start_cluster
 from tests.operator.operator_proc import (
     OPERATOR_NAMESPACE,
@@ -239,7 +241,15 @@ def run_one(count: int, args: argparse.Namespace, label: str) -> dict[str, Any]:
     policy.write_text(json.dumps(AUDIT_POLICY))
     kube: KubeCluster | None = None
     operator: OperatorProcess | None = None
-    stand_in = StandIn(models=["lin"], versions=[1, 2]).start()
+    # The stand-in in a process of its own: its answers do not compete with this one's threads.
+    stand_in = subprocess.Popen(
+        [sys.executable, "-m", "tests.operator.fakefleet"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert stand_in.stdout is not None
+    stand_in_port = int(stand_in.stdout.readline())
     watcher: Watcher | None = None
     result: dict[str, Any] = {"label": label, "tfmodels": count, "pods_each": args.pods}
     started = time.monotonic()
@@ -297,7 +307,7 @@ def run_one(count: int, args: argparse.Namespace, label: str) -> dict[str, Any]:
         print(f"[{label} {count}] children: p50 {pct(to_children, 0.5):.2f} s", flush=True)
 
         # 2. The fleet: pods Running, Deployments ready; wait until every TFModel is Ready.
-        start_pods(admin, NAMESPACE, names, args.pods, stand_in.port)
+        start_pods(admin, NAMESPACE, names, args.pods, stand_in_port)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: mark_deployment_ready(admin, NAMESPACE, n, args.pods), names))
 
@@ -326,7 +336,6 @@ def run_one(count: int, args: argparse.Namespace, label: str) -> dict[str, Any]:
             "cpu_s_per_min": round((after["cpu_s"] - before["cpu_s"]) / minutes, 2),
             "rss_mib": round(after["rss_mib"], 1),
             "rss_peak_mib": round(after["hwm_mib"], 1),
-            "stand_in_hits": dict(stand_in.hits),
         }
         print(f"[{label} {count}] steady: {json.dumps(result['steady'])}", flush=True)
 
@@ -424,7 +433,7 @@ def run_one(count: int, args: argparse.Namespace, label: str) -> dict[str, Any]:
             operator.stop()
             shutil.copy(operator.log_path, work / "operator.log")
             result["operator_log"] = str(work / "operator.log")
-        stand_in.stop()
+        stand_in.communicate(timeout=10)  # closes its stdin: it stops
         if kube is not None:
             kube.stop()
             shutil.rmtree(work / "kube", ignore_errors=True)

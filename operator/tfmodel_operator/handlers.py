@@ -39,19 +39,25 @@ RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
 # retried with backoff inside each call) before the TFModel is reported Degraded.
 TRANSIENT_ROUNDS = 3
 # Worker threads for the blocking reconciles (API calls, pod probes). Enough that a few
-# slow pods (a probe waits up to 3 s) do not hold up everyone else's edits; few enough that
+# slow pods (a probe waits up to 3 s) do not hold up everyone else's rounds; few enough that
 # the operator cannot open more than this many API requests at once, whatever the fleet.
+# Changes (create, edit, resume) have a pool of their own, so an edit never queues behind
+# a thousand status rounds: about half as many threads again.
 DEFAULT_WORKERS = 16
 
 
-def _api_client() -> kubernetes.client.ApiClient:
+def change_workers(workers: int) -> int:
+    return max(4, workers // 2)
+
+
+def _api_client(connections: int) -> kubernetes.client.ApiClient:
     configuration = kubernetes.client.Configuration()
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=configuration)
-    # One connection per worker: no reconcile waits for a pooled connection.
-    configuration.connection_pool_maxsize = DEFAULT_WORKERS
+    # One connection per worker thread: no reconcile waits for a pooled connection.
+    configuration.connection_pool_maxsize = connections
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -122,9 +128,12 @@ def configure(
     # One kopf worker task per object with pending events is cheap (asyncio), and a limit
     # would make one namespace's edits wait for another's: leave the queueing unlimited.
     settings.queueing.worker_limit = None
-    memo.api = _api_client()
+    memo.api = _api_client(workers + change_workers(workers))
     memo.applied = AppliedChildren()  # shared by every object's handlers (memo is copied shallow)
-    memo.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+    memo.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="round")
+    memo.change_executor = ThreadPoolExecutor(
+        max_workers=change_workers(workers), thread_name_prefix="change"
+    )
     memo.objects = {}  # uid -> ObjectState
     kopf_objects = logging.getLogger("kopf.objects")
     if not any(isinstance(f, RoutineAtDebug) for f in kopf_objects.filters):
@@ -192,7 +201,8 @@ async def _reconcile(
             report,
         )
         try:
-            written = await asyncio.get_running_loop().run_in_executor(memo.executor, call)
+            pool = memo.executor if timer else memo.change_executor
+            written = await asyncio.get_running_loop().run_in_executor(pool, call)
         except ApiException as err:
             if not kubeapi.transient(err):
                 raise

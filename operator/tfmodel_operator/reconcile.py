@@ -234,6 +234,9 @@ class PodView:
     scrapes: list[str] = field(default_factory=list)  # Prometheus text (only while needed)
 
 
+NOT_ASKED = PodView([], 0)  # no rollout running: advance() reads no pod figures
+
+
 def observe_pods(
     api: ApiClient, namespace: str, tfmodel: str, scrape: bool, view: View | None = None
 ) -> PodView:
@@ -421,7 +424,12 @@ def _reconcile_once(
         for r in (body.get("status") or {}).get("rollouts") or []
         if r.get("phase") in RUNNING
     }
-    pods = observe_pods(api, namespace, meta["name"], scrape=bool(running), view=view)
+    # Only a running rollout decides from what the pods say; otherwise the children are
+    # applied first and the pods asked afterwards, for status: an edit reaches the
+    # ConfigMap without waiting for the probes.
+    pods = (
+        observe_pods(api, namespace, meta["name"], scrape=True, view=view) if running else NOT_ASKED
+    )
     states, events = advance_rollouts(spec, body.get("status") or {}, pods, _utcnow())
     latest: dict[str, Any] | None = None
     if events:
@@ -446,6 +454,8 @@ def _reconcile_once(
         api, body, served, logger, applied, view, report_transient
     )
     problems += find_problems(api, namespace, spec, applied, report_transient)
+    if pods is NOT_ASKED:
+        pods = observe_pods(api, namespace, meta["name"], scrape=False, view=view)
     changed = write_status(api, body, served, problems, deployment, pods, states)
     if changed is not None:
         latest = changed

@@ -180,3 +180,19 @@ def mark_deployment_ready(
             }
         },
     )
+
+
+def main() -> None:
+    """`python -m tests.operator.fakefleet`: serve as the stand-in in a process of its own
+    (the benchmark's own threads then cannot slow its answers); prints the port, serves
+    until stdin closes."""
+    import sys
+
+    stand_in = StandIn(models=["lin"], versions=[1, 2]).start()
+    print(stand_in.port, flush=True)
+    sys.stdin.read()
+    stand_in.stop()
+
+
+if __name__ == "__main__":
+    main()
