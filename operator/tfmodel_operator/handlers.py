@@ -31,7 +31,7 @@ from . import kubeapi, names
 from .applied import AppliedChildren
 from .cache import WATCH_LABELS, View, tfmodel_of, trim_child, trim_pod
 from .children import CONFIGMAP, DEPLOYMENT, HPA, PDB, SERVICE, ChildKind
-from .reconcile import reconcile
+from .reconcile import PodView, observe_pods, reconcile, rollout_running
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
 
@@ -106,10 +106,15 @@ class ObjectState:
     written: dict[str, Any] | None = None
     replaced: str | None = None
     transient_rounds: int = 0
+    pods: PodView | None = None  # what the pods answered in the last status round, and when
+    pods_at: float = float("-inf")
 
 
 def configure(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, workers: int = DEFAULT_WORKERS
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    workers: int = DEFAULT_WORKERS,
+    status_interval: float = 15.0,
 ) -> None:
     # Progress (written only while a handler retries) in our own annotations; the diff base
     # in status (see StatusDiffBase).
@@ -135,6 +140,7 @@ def configure(
         max_workers=change_workers(workers), thread_name_prefix="change"
     )
     memo.objects = {}  # uid -> ObjectState
+    memo.status_interval = status_interval
     kopf_objects = logging.getLogger("kopf.objects")
     if not any(isinstance(f, RoutineAtDebug) for f in kopf_objects.filters):
         kopf_objects.addFilter(RoutineAtDebug())
@@ -183,6 +189,25 @@ async def _reconcile(
     state: ObjectState = memo.objects.setdefault(body.metadata.uid, ObjectState())
     if timer and state.lock.locked():
         return  # a reconcile of this object is running: it does what this tick would
+    loop = asyncio.get_running_loop()
+    pool = memo.executor if timer else memo.change_executor
+    pods: PodView | None = None
+    if timer:
+        # The pods are asked before this object's turn is taken: a probe waits up to
+        # seconds for a slow pod, and an edit must not wait behind it.
+        view = view_of(body, kwargs)
+        probe = functools.partial(
+            observe_pods,
+            memo.api,
+            body.metadata.namespace or "",
+            body.metadata.name or "",
+            rollout_running(body),
+            view,
+        )
+        pods = await loop.run_in_executor(pool, contextvars.copy_context().run, probe)
+        state.pods, state.pods_at = pods, loop.time()
+    elif not rollout_running(body) and loop.time() - state.pods_at < memo.status_interval:
+        pods = state.pods  # a change's status shows the last round's pods, not a new probe
     async with state.lock:
         raw = dict(body)  # kopf swaps in a new dict per event: this snapshot stays whole
         if state.written is not None and raw["metadata"].get("resourceVersion") == state.replaced:
@@ -199,10 +224,10 @@ async def _reconcile(
             memo.applied,
             view,
             report,
+            pods,
         )
         try:
-            pool = memo.executor if timer else memo.change_executor
-            written = await asyncio.get_running_loop().run_in_executor(pool, call)
+            written = await loop.run_in_executor(pool, call)
         except ApiException as err:
             if not kubeapi.transient(err):
                 raise
@@ -270,7 +295,7 @@ def register(
     """Put the operator's handlers on `registry`; the timer runs every `status_interval` s."""
 
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure(settings, memo, workers)
+        configure(settings, memo, workers, status_interval)
 
     kopf.on.startup(registry=registry)(startup)
     # A fresh registry lacks kopf's default login handlers: log in as the kubernetes client.

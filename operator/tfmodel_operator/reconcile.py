@@ -237,6 +237,12 @@ class PodView:
 NOT_ASKED = PodView([], 0)  # no rollout running: advance() reads no pod figures
 
 
+def rollout_running(body: Any) -> bool:
+    """Whether a model's rollout is Waiting or Progressing (its next step reads the pods)."""
+    rollouts = (body.get("status") or {}).get("rollouts") or []
+    return any(r.get("phase") in RUNNING for r in rollouts)
+
+
 def observe_pods(
     api: ApiClient, namespace: str, tfmodel: str, scrape: bool, view: View | None = None
 ) -> PodView:
@@ -373,8 +379,12 @@ def reconcile(
     applied: AppliedChildren | None = None,
     view: View | None = None,
     report_transient: bool = True,
+    pods: PodView | None = None,
 ) -> dict[str, Any] | None:
     """Bring the children and status in line with the TFModel.
+
+    `pods`: what the pods answered just now (the caller probed them before it took the
+    object's turn, so no turn waits for a probe); None: probe them here.
 
     Returns the TFModel as this pass last wrote it (None when nothing was written).
     PermanentError on a spec or name no child can be built from (reported in status).
@@ -386,7 +396,7 @@ def reconcile(
     meta = body["metadata"]
     for _attempt in range(MAX_CONFLICTS):
         try:
-            return _reconcile_once(api, body, logger, applied, view, report_transient)
+            return _reconcile_once(api, body, logger, applied, view, report_transient, pods)
         except kubeapi.Conflict:
             fresh = kubeapi.get_tfmodel(api, meta["namespace"], meta["name"])
             if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
@@ -405,6 +415,7 @@ def _reconcile_once(
     applied: AppliedChildren | None,
     view: View | None,
     report_transient: bool,
+    observed: PodView | None,
 ) -> dict[str, Any] | None:
     meta = body["metadata"]
     bad_name = names.name_problems(meta["name"])
