@@ -41,13 +41,14 @@ TRANSIENT_ROUNDS = 3
 # Worker threads for the blocking reconciles (API calls, pod probes). Enough that a few
 # slow pods (a probe waits up to 3 s) do not hold up everyone else's rounds; few enough that
 # the operator cannot open more than this many API requests at once, whatever the fleet.
-# Changes (create, edit, resume) have a pool of their own, so an edit never queues behind
-# a thousand status rounds: about half as many threads again.
+# Changes (create, edit, resume) have a pool of their own, as large, so an edit never queues
+# behind a thousand status rounds, and 20 simultaneous edits do not go in waves (8 threads
+# did: bench/operator.py, docs/operator-at-scale.md).
 DEFAULT_WORKERS = 16
 
 
 def change_workers(workers: int) -> int:
-    return max(4, workers // 2)
+    return max(4, workers)
 
 
 def _api_client(connections: int) -> kubernetes.client.ApiClient:
