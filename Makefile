@@ -9,23 +9,35 @@ PYTHON ?= python3
 KEEP ?=
 DEMO_API_PORT ?= 16443
 
-.PHONY: setup demo demo-down demo-server test lint bench bench-quick
+.PHONY: setup lock demo demo-down demo-server test lint images push bench bench-quick
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every dependency of every extra (the lock): the venv, both images
+# (Dockerfile.server, Dockerfile.operator) and CI install through it.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[server,operator,dev]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[server,operator,demo,dev]'
 	touch $@
 
+# Regenerate the lock after a dependency changes in pyproject.toml (tests/project/test_lock.py
+# fails until then). Linux x86_64, Python 3.11: what the venv, the images and CI run.
+UV_VERSION ?= 0.13.10
+lock:
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/uv || $(VENV)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' \
+	  --quiet -o constraints.txt
+
 demo: setup
-	$(VENV)/bin/python -m tests.cluster.demo --api-port=$(DEMO_API_PORT) $(if $(filter-out 0,$(KEEP)),--keep)
+	$(VENV)/bin/python -m tfmodel_devcluster.demo cluster --api-port=$(DEMO_API_PORT) $(if $(filter-out 0,$(KEEP)),--keep)
 
 demo-down: setup
-	$(VENV)/bin/python -m tests.cluster.demo down
+	$(VENV)/bin/python -m tfmodel_devcluster.demo down
 
 demo-server: setup
-	$(VENV)/bin/tfmodel-demo walkthrough
+	$(VENV)/bin/python -m tfmodel_devcluster.demo walkthrough
 
 test: setup
 	bash scripts/test.sh
@@ -33,6 +45,15 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The two images for a cluster of your own (docs/own-cluster.md), with docker, podman or buildah:
+#   make images [REGISTRY=registry.example.com/ml] [TAG=...]   then   make push REGISTRY=...
+REGISTRY ?=
+images:
+	REGISTRY='$(REGISTRY)' bash scripts/images.sh build
+
+push: images
+	REGISTRY='$(REGISTRY)' bash scripts/images.sh push
 
 # The whole benchmark matrix (tfmodel, MLServer, KServe, the limits, the compute-bound CNN);
 # writes docs/benchmarks.md. `make bench-quick` (or BENCH_ARGS=--quick) takes a few minutes.

@@ -21,7 +21,7 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2
-    from tfmodel_server.demo.export import export_model
+    from tfmodel_devcluster.demo.export import export_model
 
     base = tempfile.mkdtemp(prefix="tfmodel-callpaths-")
     model_dir = export_model(base, 10, 1, verbose=False)

@@ -27,7 +27,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
-    from tfmodel_server.demo.data import load_digits_split
+    from tfmodel_devcluster.demo.data import load_digits_split
 
     from bench.results import INPROC, RunResult, percentiles_ms
 

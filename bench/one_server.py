@@ -21,8 +21,8 @@ from bench.run import (
 
 def demo_case(work: Path) -> tuple[Case, Path]:
     """The demo model exported under `work`, its batch-1 requests, and the ghz protoset."""
-    from tfmodel_server.demo.data import load_digits_split
-    from tfmodel_server.demo.export import export_model
+    from tfmodel_devcluster.demo.data import load_digits_split
+    from tfmodel_devcluster.demo.export import export_model
 
     protoset = work / "serving.protoset"
     build_protoset(str(protoset))

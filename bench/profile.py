@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--batch_timeout_micros", type=int, default=1000)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tfmodel_server.demo.walkthrough import ServerProcess
+    from tfmodel_devcluster.demo.walkthrough import ServerProcess
 
     work = Path(tempfile.mkdtemp(prefix="tfmodel-profile-"))
     bench = Bench(work, 1.0, args.batch_timeout_micros)

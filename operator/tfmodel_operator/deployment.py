@@ -20,8 +20,8 @@ SERVER_UID = 1000
 # (endpoint removal reaches kube-proxy, ingresses and headless-Service DNS in a
 # few seconds), then drains for at most DRAIN_TIMEOUT and exits within 2 s of it
 # (the server's exit deadline). The grace period covers all three plus slack, so
-# the kubelet never SIGKILLs a draining pod. No preStop sleep: it would spend grace
-# time while /readyz still says 200 and keep-alive clients stay on the pod.
+# the kubelet never SIGKILLs a draining pod. The delay is the server's own flag, so the
+# server knows it is going away: /readyz says 503 and REST replies close their connections.
 SHUTDOWN_READINESS_DELAY_SECONDS = 10
 DRAIN_TIMEOUT_SECONDS = 30
 TERMINATION_GRACE_PERIOD_SECONDS = SHUTDOWN_READINESS_DELAY_SECONDS + DRAIN_TIMEOUT_SECONDS + 5

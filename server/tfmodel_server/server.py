@@ -150,7 +150,8 @@ class ModelServer:
                 # The file (a ConfigMap in Kubernetes) moves labels once their versions
                 # load, so any rollback is one step; the RPC keeps TF Serving's rule.
                 defer = first or source != "ReloadConfigRequest"
-                await self.core.apply_config(cfg, defer_labels=defer)
+                # Start-up waits through load retries (ServerCore::Create), reloads not.
+                await self.core.apply_config(cfg, defer_labels=defer, through_retries=first)
         except ServingError as e:
             self._record_reload(False, e.message, source)
             raise

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from tests.cluster.cluster import Cluster, ClusterError, start
+from tfmodel_devcluster.cluster import Cluster, ClusterError, start
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,16 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tfmodel_devcluster.cluster import Cluster
+from tfmodel_devcluster.demo import steps
+from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
 
-from tests.cluster.cluster import Cluster
-from tests.cluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
 from tests.server.savedmodels import export_linear
 
 pytestmark = pytest.mark.cluster
 
 NAME = "fleet"
-CLIENT = "tests/cluster/client.py"
 X = [1.0, 2.0]
+CALL = {"input": "x", "values": X, "output": "y"}  # service_client.py's INPUT for these models
 # y = a*x + b for each exported version (tests/server/savedmodels.export_linear)
 LIN = {1: (0.5, 2.0), 2: (1.0, 0.0)}
 RANKER = {1: (2.0, 0.0), 2: (3.0, 0.0)}
@@ -125,43 +126,17 @@ def service_ip(cluster: Cluster, namespace: str) -> str:
 
 
 def predict_once(cluster: Cluster, host: str, model: str, label: str = "-") -> dict:
-    done = cluster.netns_python(CLIENT, "once", host, "8500", "8501", model, label)
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return steps.predict_once(cluster, host, model, label, CALL)
 
 
 def approx(values: list[float]) -> list[float]:
     return [round(v, 4) for v in values]
 
 
-class Loop:
-    """A client looping on the Service (inside the node namespace) while a change happens."""
-
-    def __init__(self, cluster: Cluster, host: str, model: str, label: str, max_s: float = 600):
-        self.stop_file = cluster.data_dir / f"stop-{secrets.token_hex(4)}"
-        self.out = cluster.data_dir / f"loop-{secrets.token_hex(4)}.json"
-        self.handle = self.out.open("w")
-        self.proc = cluster.netns_popen(
-            CLIENT, "loop", host, "8500", "8501", model, label, str(self.stop_file), str(max_s),
-            stdout=self.handle,
-        )  # fmt: skip
-        ready = Path(f"{self.stop_file}.ready")
-        deadline = time.monotonic() + 180  # importing TensorFlow on a loaded machine is slow
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop_file.touch()
-                self.proc.wait(timeout=60)
-                self.handle.close()
-                raise AssertionError(f"the looping client never answered: {self.out.read_text()}")
-            time.sleep(0.2)
-
-    def finish(self) -> dict:
-        self.stop_file.touch()
-        self.proc.wait(timeout=60)
-        self.handle.close()
-        text = self.out.read_text()
-        assert self.proc.returncode == 0, text[-3000:]
-        return json.loads(text.strip().splitlines()[-1])
+def loop_on(cluster: Cluster, host: str, model: str, label: str, max_s: float = 600) -> steps.Loop:
+    """The demo's looping client (gRPC and REST alternately) on `model` while a change happens."""
+    log_file = cluster.data_dir / "logs" / "service-client.log"
+    return steps.Loop(cluster, log_file, max_s, host=host, model=model, label=label, call=CALL)
 
 
 # --- 1. helm install ------------------------------------------------------------------------
@@ -254,7 +229,7 @@ def test_label_flip_zero_failures_no_restart(cluster: Cluster, fleet: dict):
     before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"]
               for p in ready_pods(cluster, ns)}  # fmt: skip
     ip = service_ip(cluster, ns)
-    loop = Loop(cluster, ip, "lin", "stable")
+    loop = loop_on(cluster, ip, "lin", "stable")
     try:
         time.sleep(3)
         cluster.kubectl(
@@ -287,7 +262,7 @@ def test_label_flip_zero_failures_no_restart(cluster: Cluster, fleet: dict):
 def test_new_version_dir_served_by_every_pod(cluster: Cluster, fleet: dict, models_root: Path):
     ns = fleet["namespace"]
     ip = service_ip(cluster, ns)
-    loop = Loop(cluster, ip, "ranker", "-")
+    loop = loop_on(cluster, ip, "ranker", "-")
     try:
         time.sleep(2)
         staging = models_root / ".staging-ranker-2"
@@ -324,7 +299,7 @@ def test_rollout_zero_failed_requests(cluster: Cluster, fleet: dict):
     ns = fleet["namespace"]
     old = {p["metadata"]["uid"] for p in pods(cluster, ns)}
     ip = service_ip(cluster, ns)
-    loop = Loop(cluster, ip, "lin", "stable")
+    loop = loop_on(cluster, ip, "lin", "stable")
     try:
         time.sleep(3)
         cluster.kubectl(

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.cluster.cluster import Cluster
-from tests.cluster.demo import report, steps
-from tests.cluster.demo.__main__ import NUM_TESTS, REPLICAS
+from tfmodel_devcluster.cluster import Cluster
+from tfmodel_devcluster.demo import report, steps
+from tfmodel_devcluster.demo.cluster_demo import NUM_TESTS, REPLICAS
 
 pytestmark = pytest.mark.cluster
 

@@ -6,7 +6,7 @@ The manager's state machine runs on these in milliseconds, no TensorFlow.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -34,6 +34,8 @@ class FakeLoader:
     failures: dict[tuple[str, int], int] = field(default_factory=dict)
     gates: dict[tuple[str, int], threading.Event] = field(default_factory=dict)
     attempts: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Called in the load thread as each attempt begins (name, version).
+    on_attempt: Callable[[str, int], None] | None = None
 
     def gate(self, name: str, version: int) -> threading.Event:
         """Loads of (name, version) block until the returned event is set."""
@@ -43,6 +45,8 @@ class FakeLoader:
         key = (name, version)
         self.attempts[key] = self.attempts.get(key, 0) + 1
         self.events.append(f"load {name}:{version}")
+        if self.on_attempt is not None:
+            self.on_attempt(name, version)
         gate = self.gates.get(key)
         if gate is not None and not gate.wait(10):
             raise ServingError(grpc.StatusCode.INTERNAL, "fake gate never opened")

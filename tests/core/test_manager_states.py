@@ -13,6 +13,8 @@ import grpc
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 from tfmodel_server.core import states
+from tfmodel_server.core.harness import LoaderHarness, VersionStatus
+from tfmodel_server.core.interfaces import VersionDir
 from tfmodel_server.core.manager import ManagerOptions, ServableManager
 from tfmodel_server.core.policy import versions_to_unload
 from tfmodel_server.errors import ServingError
@@ -73,6 +75,30 @@ def test_every_state_has_its_legal_moves_written_down():
         states.check_transition(states.AVAILABLE, states.LOADING)
     with pytest.raises(states.IllegalTransition):
         states.check_transition(states.END, states.AVAILABLE)
+    with pytest.raises(states.IllegalTransition):
+        states.check_transition(states.END, states.LOADING)  # a new load passes START
+
+
+def test_a_failed_attempt_with_a_retry_left_stays_loading_unpublished():
+    disk = VersionDir(1, "/m/1", (("saved_model.pb", 0, 0),))
+    harness: LoaderHarness[object] = LoaderHarness("m", 1, disk.path)
+    harness.schedule_load(disk)
+    harness.begin_loading()
+    harness.attempt_failed(ServingError(grpc.StatusCode.DATA_LOSS, "bad pb"))
+    harness.wait_for_retry(retry_at=1.0)
+    assert harness.status() == VersionStatus(1, states.LOADING), "no error while retrying"
+    harness.schedule_retry(disk)
+    harness.begin_loading()  # LOADING stays LOADING: a retry is no transition
+    harness.attempt_failed(ServingError(grpc.StatusCode.DATA_LOSS, "bad pb again"))
+    harness.give_up()
+    assert harness.status() == VersionStatus(
+        1, states.END, grpc.StatusCode.DATA_LOSS, "bad pb again"
+    ), "END carries the last attempt's error"
+    # END is final for the content that failed: only new files start a new load.
+    with pytest.raises(states.IllegalTransition, match="only new files"):
+        harness.schedule_load(disk)
+    harness.schedule_load(VersionDir(1, "/m/1", (("saved_model.pb", 1, 0),)))
+    assert harness.status() == VersionStatus(1, states.START)
 
 
 # --- policy.py -----------------------------------------------------------------
@@ -129,7 +155,10 @@ async def test_first_readiness_waits_for_every_initial_version(rig):
     await eventually(
         lambda: "loaded m:2" in loader.events and "load m:1" in loader.events, "v1 loading"
     )
-    assert state_of(manager, "m") == {2: "AVAILABLE", 1: "LOADING"}
+    # The loader's events come from its thread, before the loop records the states.
+    await eventually(
+        lambda: state_of(manager, "m") == {2: "AVAILABLE", 1: "LOADING"}, "v2 up, v1 loading"
+    )
     assert not manager.ready(), "the stable label's version is still loading"
     gate.set()
     await applying
@@ -158,6 +187,148 @@ async def test_failed_load_is_retried_then_gives_up(rig):
     [status] = manager.model_status("bad")
     assert (status.state, status.error_code) == ("END", grpc.StatusCode.DATA_LOSS)
     assert "fake load failure of bad:1" in status.error_message
+
+
+def status_sampler(manager: ServableManager, name: str, version: int):
+    """Samples one version's status on the loop every millisecond; returns the
+    list of distinct (state, error code) seen in order, and a stop function."""
+    seen: list[tuple[str, str]] = []
+    stopped = asyncio.Event()
+
+    async def sample() -> None:
+        while not stopped.is_set():
+            [status] = manager.model_status(name, version)
+            entry = (status.state.value, status.error_code.name)
+            if not seen or seen[-1] != entry:
+                seen.append(entry)
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(sample())
+
+    async def stop() -> None:
+        stopped.set()
+        await task
+
+    return seen, stop
+
+
+@pytest.mark.parametrize(
+    ("fails", "final"),
+    [(2, ("AVAILABLE", "OK")), (99, ("END", "DATA_LOSS"))],
+    ids=["fails-twice-then-loads", "always-fails"],
+)
+async def test_a_version_stays_loading_through_its_retries(rig, fails, final):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=3, load_retry_interval_micros=20_000)
+    source.put("/m", 1)
+    loader.failures[("m", 1)] = fails
+    at_attempt: list[VersionStatus] = []  # the status as each attempt begins
+    loader.on_attempt = lambda name, v: at_attempt.extend(manager.model_status(name, v))
+    after_change: list[VersionStatus] = []  # the status after every state change
+    manager.add_listener(lambda: after_change.extend(manager.model_status("m", 1)))
+
+    await core.apply_config(config(("m", "/m", {})))  # returns after the first attempt
+    seen, stop_sampling = status_sampler(manager, "m", 1)
+    await eventually(lambda: state_of(manager, "m")[1] != "LOADING", "the load to finish")
+    await asyncio.sleep(0.1)  # five retry intervals: nothing more may happen
+    await stop_sampling()
+
+    attempts = 3 if fails == 2 else 4  # 1 attempt + max_num_load_retries
+    assert loader.attempts[("m", 1)] == attempts
+    assert at_attempt == [VersionStatus(1, states.LOADING)] * attempts
+    assert seen == [("LOADING", "OK"), final], "LOADING, no error, until the final state"
+    assert [(s.state.value, s.error_code.name) for s in after_change][-1] == final
+    assert all(s.state == states.LOADING and not s.error_message for s in after_change[:-1])
+    [status] = manager.model_status("m", 1)
+    if fails == 99:
+        assert status.error_message == "fake load failure of m:1"
+
+
+async def test_a_version_unaspired_between_retries_ends_with_its_last_error(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=3, load_retry_interval_micros=60_000_000)
+    source.put("/m", 1)
+    loader.failures[("m", 1)] = 99
+    await core.apply_config(config(("m", "/m", {})))
+    [status] = manager.model_status("m", 1)
+    assert (status.state, status.error_code) == ("LOADING", grpc.StatusCode.OK)
+    source.put("/m", 2)  # latest 1 now wants version 2 only
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m") == {2: "AVAILABLE", 1: "END"}, "v2 up")
+    [status] = manager.model_status("m", 1)
+    assert (status.error_code, status.error_message) == (
+        grpc.StatusCode.DATA_LOSS,
+        "fake load failure of m:1",
+    ), "cancelled retries: END with the last attempt's error, as LoaderHarness::Load"
+    assert loader.attempts[("m", 1)] == 1, "no attempt after the cancel"
+
+
+async def test_a_failed_version_aspired_again_is_a_fresh_load(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=0)
+    source.put("/m", 1)
+    loader.failures[("m", 1)] = 1
+    await core.apply_config(config(("m", "/m", {})))
+    assert state_of(manager, "m") == {1: "END"}
+    await manager.poll_now()
+    assert loader.attempts[("m", 1)] == 1, "failed and still aspired: no retry is left"
+    source.put("/m", 2)  # latest 1: version 1 is no longer aspired ...
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m") == {2: "AVAILABLE", 1: "END"}, "v2 up")
+    source.disk["/m"].discard(2)  # ... and aspired again, on the same files
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m") == {1: "AVAILABLE", 2: "END"}, "v1 again")
+    assert loader.attempts[("m", 1)] == 2
+
+
+async def test_new_files_between_retries_are_tried_at_once(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=1, load_retry_interval_micros=60_000_000)
+    source.put("/m", 1)
+    loader.failures[("m", 1)] = 1
+    await core.apply_config(config(("m", "/m", {})))
+    assert state_of(manager, "m") == {1: "LOADING"}, "waiting a minute for its retry"
+    source.content[("/m", 1)] = 1  # the version dir was rewritten
+    await manager.poll_now()
+    await eventually(lambda: state_of(manager, "m") == {1: "AVAILABLE"}, "new files loaded")
+    assert loader.attempts[("m", 1)] == 2
+
+
+async def test_stop_ends_a_version_waiting_for_its_retry(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=3, load_retry_interval_micros=60_000_000)
+    source.put("/m", 1)
+    loader.failures[("m", 1)] = 99
+    await core.apply_config(config(("m", "/m", {})))
+    await asyncio.wait_for(manager.stop(), 5)  # not held by the minute-long interval
+    [status] = manager.model_status("m", 1)
+    assert (status.state, status.error_code) == ("END", grpc.StatusCode.DATA_LOSS)
+
+
+async def test_start_up_waits_through_retries(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=2, load_retry_interval_micros=20_000)
+    source.put("/m", 1, 2)
+    loader.failures[("m", 2)] = 99
+    # As ServerCore::Create: until every initial version is AVAILABLE or END.
+    await core.apply_config(config(("m", "/m", {}), policy="all"), through_retries=True)
+    assert loader.attempts[("m", 2)] == 3
+    [status] = manager.model_status("m", 2)
+    assert (status.state, status.error_code) == ("END", grpc.StatusCode.DATA_LOSS)
+    assert manager.ready()
+
+
+async def test_a_reload_returns_after_the_first_attempt_and_first_readiness_waits(rig):
+    loader, source, make = rig
+    manager, core = make(max_num_load_retries=3, load_retry_interval_micros=60_000_000)
+    source.put("/m", 1, 2)
+    loader.failures[("m", 2)] = 99
+    await core.apply_config(config(("m", "/m", {}), policy="all"))
+    # Version 2 waits a minute for its retry: the reload did not (it would hold
+    # the config reload lock), but the first readiness does.
+    assert state_of(manager, "m") == {2: "LOADING", 1: "AVAILABLE"}
+    assert loader.attempts[("m", 2)] == 1
+    assert not manager.ready(), "an initial version is still loading (retrying)"
 
 
 async def test_new_files_for_a_failed_version_reset_its_retries(rig):

@@ -1,6 +1,6 @@
 """A real Kubernetes API server for the operator tests (envtest-style).
 
-tests/apiserver builds one binary running an embedded etcd and kube-apiserver.
+devcluster/build/apiserver builds one binary running an embedded etcd and kube-apiserver.
 There is no kubelet, scheduler or controller-manager: Deployments never get pods,
 ownerReference garbage collection and namespace deletion never finish, and tests
 patch status themselves.
@@ -28,7 +28,7 @@ import kubernetes
 from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "tests" / "apiserver" / "build.sh"
+BUILD_SCRIPT = REPO_ROOT / "devcluster" / "build" / "go-build.sh"
 TOOLS_SCRIPT = REPO_ROOT / "scripts" / "install-k8s-tools.sh"
 K8S_VERSION = "v1.33.13"
 
@@ -55,14 +55,14 @@ def build_apiserver() -> Path:
         return path
     if shutil.which("go") is None and not Path("/usr/local/bin/go").exists():
         raise KubeHarnessError(
-            "Go toolchain not found: the operator tests need Go to build tests/apiserver "
+            "Go toolchain not found: the operator tests need Go to build devcluster/build/apiserver "
             "(embedded etcd + kube-apiserver). Install Go, or set TFMODEL_APISERVER_BIN."
         )
     env = dict(os.environ)
     env["PATH"] = f"{env.get('PATH', '')}:/usr/local/bin"
     try:
         done = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
+            ["bash", str(BUILD_SCRIPT), "apiserver"],
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT_S,

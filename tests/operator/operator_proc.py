@@ -24,6 +24,9 @@ from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "tfmodel-operator"
+# The chart names no default image (no public registry hosts it): every install sets one. The
+# operator tests run the operator as a local process, so the Deployment's image is never pulled.
+IMAGE_VALUES = ("--set", "image.repository=localhost/tfmodel-operator")
 CRD_NAME = "tfmodels.serving.tfmodel.io"
 OPERATOR_NAMESPACE = "tfmodel-system"
 RELEASE = "tfmodel-operator"
@@ -36,7 +39,7 @@ def install_chart(kube: KubeCluster) -> Path:
     """Install the chart cluster-wide (once per API server); returns its SA's kubeconfig."""
     if kube.server not in _installed:
         kube.helm(
-            "upgrade", "--install", RELEASE, str(CHART),
+            "upgrade", "--install", RELEASE, str(CHART), *IMAGE_VALUES,
             "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
         )  # fmt: skip
         kube.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")

@@ -45,18 +45,43 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def pip_installs(path: Path) -> list[str]:
-    """Every requirement named by a `pip install` in a RUN instruction."""
-    reqs = []
+def pip_install_args(path: Path) -> list[list[str]]:
+    """The arguments of each `pip install` in a RUN instruction."""
+    found = []
     for word, arg in instructions(path):
         if word != "RUN":
             continue
         for command in re.split(r"&&|;", arg):
             tokens = shlex.split(command)
             if "pip" in " ".join(tokens[:1]) and "install" in tokens:
-                after = tokens[tokens.index("install") + 1 :]
-                reqs += [t for t in after if not t.startswith("-")]
+                found.append(tokens[tokens.index("install") + 1 :])
+    return found
+
+
+def pip_installs(path: Path) -> list[str]:
+    """Every requirement named by a `pip install` in a RUN instruction."""
+    reqs = []
+    for args in pip_install_args(path):
+        skip = False
+        for token in args:
+            if skip:
+                skip = False
+            elif token in ("-c", "--constraint", "-r", "--requirement"):
+                skip = True
+            elif not token.startswith("-"):
+                reqs.append(token)
     return reqs
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_dependencies_install_through_the_lock(image: str):
+    """The install that resolves dependencies is constrained by constraints.txt (make lock),
+    so the image runs the versions the venv and CI run; the second adds only the package."""
+    resolving = [a for a in pip_install_args(DOCKERFILES[image]) if "--no-deps" not in a]
+    assert resolving, "no pip install resolves the dependencies"
+    for args in resolving:
+        assert "-c" in args and args[args.index("-c") + 1] == "constraints.txt", args
+    assert (ROOT / "constraints.txt").is_file()
 
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
@@ -93,6 +118,22 @@ def test_dockerfile_installs_exactly_its_pyproject_extra(image: str):
         if word == "COPY" and not arg.startswith("--from"):
             for src in arg.split()[:-1]:
                 assert (ROOT / src).exists(), f"{DOCKERFILES[image].name}: COPY {src} is missing"
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_image_ships_only_its_own_console_script(image: str):
+    """pip installs every [project.scripts] entry; the others cannot run in this image (their
+    package or extra is not there: tfmodel-demo needs scikit-learn, tfmodel-operator kopf)."""
+    removed = set()
+    for word, arg in instructions(DOCKERFILES[image]):
+        if word == "RUN":
+            for command in re.split(r"&&|;", arg):
+                tokens = shlex.split(command)
+                if tokens[:1] == ["rm"]:
+                    removed |= {t for t in tokens[1:] if t.startswith("/opt/tfmodel/bin/")}
+    scripts = set(PYPROJECT["project"]["scripts"])
+    assert f"tfmodel-{image}" in scripts
+    assert removed == {f"/opt/tfmodel/bin/{s}" for s in scripts - {f"tfmodel-{image}"}}
 
 
 def test_operator_image_has_no_tensorflow():

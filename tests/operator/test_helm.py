@@ -11,6 +11,7 @@ import yaml
 from tests.operator.kube import KubeCluster
 from tests.operator.operator_proc import (
     CHART,
+    IMAGE_VALUES,
     OPERATOR_NAMESPACE,
     RELEASE,
     Objects,
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def render(kube: KubeCluster, *args: str) -> list[dict]:
-    out = kube.helm("template", "t", str(CHART), *args).stdout
+    out = kube.helm("template", "t", str(CHART), *IMAGE_VALUES, *args).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -44,7 +45,7 @@ def test_crd_in_chart_is_identical_to_crds_dir():
     ],
 )
 def test_helm_lint_strict(kube: KubeCluster, values: list[str]):
-    done = kube.helm("lint", "--strict", str(CHART), *values)
+    done = kube.helm("lint", "--strict", str(CHART), *IMAGE_VALUES, *values)
     assert "0 chart(s) failed" in done.stdout
 
 
@@ -58,9 +59,28 @@ def test_helm_lint_strict(kube: KubeCluster, values: list[str]):
     ],
 )
 def test_values_schema_rejects_bad_values(kube: KubeCluster, values: list[str], message: str):
-    done = kube.helm("lint", "--strict", str(CHART), *values, check=False)
+    done = kube.helm("lint", "--strict", str(CHART), *IMAGE_VALUES, *values, check=False)
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
+
+
+def test_install_without_an_image_says_what_to_set(kube: KubeCluster):
+    """No public registry hosts the images, so the chart has no default: helm stops and says
+    which value to set and how to build and push the image."""
+    done = kube.helm("template", "t", str(CHART), check=False)
+    assert done.returncode != 0
+    assert "image.repository is not set" in done.stderr
+    assert "make push REGISTRY=" in done.stderr and "docs/own-cluster.md" in done.stderr
+    rendered = render(kube, "--set", "image.tag=abc")
+    dep = next(d for d in rendered if d["kind"] == "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "localhost/tfmodel-operator:abc"
+    )
+
+
+def test_chart_defaults_name_no_registry():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["repository"] == ""
 
 
 def test_chart_notes_explain_crd_upgrades():
@@ -72,7 +92,7 @@ def test_chart_notes_explain_crd_upgrades():
 @pytest.mark.parametrize("single", [False, True])
 def test_template_passes_server_side_dry_run(kube: KubeCluster, namespace: str, single: bool):
     out = kube.helm(
-        "template", "dry", str(CHART), "--namespace", namespace, "--include-crds",
+        "template", "dry", str(CHART), *IMAGE_VALUES, "--namespace", namespace, "--include-crds",
         "--set", f"singleNamespace={str(single).lower()}",
     ).stdout  # fmt: skip
     done = kube.kubectl(
@@ -143,8 +163,9 @@ def test_single_namespace_install_runs_operator_with_role_only(kube: KubeCluster
     install_chart(kube)  # the CRD (helm skips an existing one in crds/)
     release = "solo"
     done = kube.helm(
-        "install", release, str(CHART), "-n", namespace, "--set", "singleNamespace=true"
-    )
+        "install", release, str(CHART), *IMAGE_VALUES, "-n", namespace,
+        "--set", "singleNamespace=true",
+    )  # fmt: skip
     assert "watches TFModels in namespace" in done.stdout
     kube.kubectl("get", "role", f"{release}-tfmodel-operator", "-n", namespace)
     assert (

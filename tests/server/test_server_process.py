@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
 
 from tests.ports import free_port
 from tests.server.savedmodels import (
@@ -210,6 +210,25 @@ def test_initial_model_that_fails_to_load_ends_start_up(tmp_path):
     )
 
 
+def test_initial_model_is_retried_before_start_up_fails(tmp_path):
+    """ServerCore::Create waits until the version is AVAILABLE or END: through its retries."""
+    base = tmp_path / "m"
+    write_corrupt_version(base, 1)
+    result = run_cli(
+        "--model_name=m",
+        f"--model_base_path={base}",
+        f"--port={free_port()}",
+        f"--rest_api_port={free_port()}",
+        "--max_num_load_retries=2",
+        "--load_retry_interval_micros=100000",
+        timeout=240,
+    )
+    assert result.returncode == 255
+    assert result.stderr.count("Loading servable m version 1 failed") == 3, result.stderr
+    assert "m version 1 failed (attempt 3, giving up)" in result.stderr
+    assert "1 servable(s) did not become available" in result.stdout
+
+
 def test_ports_open_only_after_initial_models_load(tmp_path):
     """The first RPC a client can make finds the model (TF Serving's start-up order)."""
     base = tmp_path / "m"
@@ -319,12 +338,94 @@ def test_corrupt_version_fails_while_old_keeps_serving(tmp_path):
             status = doc.get("model_version_status", [{}])[0]
             return status.get("state") == "END" and status["status"]["error_code"] != "OK"
 
-        server.wait_for(failed, 30, "version 2 to fail")
+        server.wait_for(failed, 60, "version 2 to fail")
+        # END is the final state: published only after the last attempt (1 + 1 retry).
+        assert "m version 2 failed (attempt 2, giving up)" in server.log()
         doc = requests.get(f"{server.rest}/v1/models/m/versions/2", timeout=5).json()
+        assert doc["model_version_status"][0]["state"] == "END"
         assert doc["model_version_status"][0]["status"]["error_message"]
         response = server.prediction_stub().Predict(predict_request("m", [5.0]), timeout=10)
         assert response.model_spec.version.value == 1
         assert server.version_states("m")[1] == "AVAILABLE"
+
+
+def _grpc_code_name(code: int) -> str:
+    return next(c.name for c in grpc.StatusCode if c.value[0] == code)
+
+
+def test_corrupt_version_stays_loading_through_its_retries(tmp_path):
+    """As TF Serving's LoaderHarness::Load: LOADING (no error) through every retry,
+    then END with the last attempt's error, once: no END before it, no cleared
+    error after it. Polled every few ms over REST and gRPC; asserts on the
+    sequence seen, not on timings."""
+    base = tmp_path / "m"
+    export_linear(base, 1, 1.0, 0.0)
+    with ServerProcess(
+        "--model_name=m",
+        f"--model_base_path={base}",
+        "--file_system_poll_wait_seconds=0.2",
+        "--max_num_load_retries=3",
+        "--load_retry_interval_micros=1000000",
+    ) as server:
+        server.wait_ready()
+        session = requests.Session()
+        stub = server.model_stub()
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "m"
+        request.model_spec.version.value = 2
+        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+
+        def over_rest() -> tuple:
+            reply = session.get(f"{server.rest}/v1/models/m/versions/2", timeout=10)
+            if reply.status_code == 404:
+                return ("unknown",)
+            [status] = reply.json()["model_version_status"]
+            error = status["status"]
+            return (status["state"], error["error_code"], bool(error["error_message"]))
+
+        def over_grpc() -> tuple:
+            try:
+                [status] = stub.GetModelStatus(request, timeout=10).model_version_status
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    return ("unknown",)
+                raise
+            error = status.status
+            return (
+                state_name(status.state),
+                _grpc_code_name(error.error_code),
+                bool(error.error_message),
+            )
+
+        seen: dict[str, list[tuple]] = {"rest": [], "grpc": []}
+
+        def sample() -> None:
+            for api, read in (("rest", over_rest), ("grpc", over_grpc)):
+                entry = read()
+                if not seen[api] or seen[api][-1] != entry:
+                    seen[api].append(entry)
+
+        write_corrupt_version(base, 2)
+        give_up = "m version 2 failed (attempt 4, giving up)"  # 1 attempt + 3 retries
+        deadline = time.monotonic() + 120  # a bound against hanging, not an assertion
+        while give_up not in server.log() and time.monotonic() < deadline:
+            sample()
+            time.sleep(0.005)
+        # Keep watching a while longer than a retry interval: the END must stay.
+        watch_until = time.monotonic() + 1.5
+        while time.monotonic() < watch_until:
+            sample()
+            time.sleep(0.005)
+
+        assert give_up in server.log(), server.log()[-3000:]
+        assert server.log().count("Loading servable m version 2 failed") == 4
+        for api, sequence in seen.items():
+            # Before the first poll finds it the version is unknown or START.
+            sequence = [e for e in sequence if e[0] not in ("unknown", "START")]
+            assert sequence == [("LOADING", "OK", False), ("END", "DATA_LOSS", True)], (
+                api,
+                seen[api],
+            )
 
 
 def test_half_copied_version_is_not_loaded(tmp_path):

@@ -221,7 +221,6 @@ def test_failed_warmup_is_recorded_with_its_status(counting):
 
 
 def test_classify_regress_and_multi_inference_logs(tmp_path):
-    pytest.importorskip("tfmodel_server.servables.tensorflow.classify_regress")
     import tensorflow as tf
 
     version_dir = export_linear(tmp_path / "linear", 1, a=2.0, b=1.0)

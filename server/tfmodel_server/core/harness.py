@@ -19,6 +19,7 @@ from tfmodel_server.core.states import (
     LOADING,
     START,
     UNLOADING,
+    IllegalTransition,
     VersionState,
     check_transition,
 )
@@ -40,57 +41,108 @@ class LoaderHarness(Generic[S]):
         self.path = path
         self.fingerprint: Fingerprint | None = None  # content of the last load attempt
         self.state: VersionState = START
-        self.error: ServingError | None = None
+        self.error: ServingError | None = None  # published: set only with END
+        self.last_error: ServingError | None = None  # the last failed attempt's, while retrying
         self.servable: S | None = None
         self.refcount = 0
         self.unload_pending = False  # UNLOADING, waiting for the last handle
-        self.cancel_load = False  # un-aspired while its load is queued
-        self.failures = 0  # consecutive failed attempts on the same content
-        self.retry_at: float | None = None  # loop time of the next attempt
-        self.generation = 0  # load attempts scheduled
-        self.completed_generation = 0  # load attempts finished
+        self.cancel_load = False  # un-aspired while its load is queued or retrying
+        self.attempting = False  # an attempt is queued in or running on the load pool
+        self.failures = 0  # failed attempts of the current load
+        self.retry_at: float | None = None  # loop time of the next attempt, while waiting
+        self.generation = 0  # loads scheduled (a retry is not a new load)
+        self.tried_generation = 0  # loads that have had at least one attempt finish
+        # Failed, then un-aspired: aspired again it is a fresh load (TF Serving drops an
+        # un-aspired errored harness), not a retry of the same files.
+        self.unaspired_since_failure = False
 
     def _to(self, new: VersionState) -> None:
         self.state = check_transition(self.state, new)
 
     @property
     def loading(self) -> bool:
-        """A load attempt is queued or running."""
-        return self.state in (START, LOADING) and self.generation > self.completed_generation
+        """A load is under way: an attempt queued or running, or a retry to come."""
+        return self.state in (START, LOADING)
+
+    @property
+    def retry_pending(self) -> bool:
+        """LOADING between a failed attempt and the next one (nothing in flight)."""
+        return self.state == LOADING and not self.attempting and self.retry_at is not None
 
     # --- load ---------------------------------------------------------------
     def schedule_load(self, version_dir: VersionDir) -> None:
-        """A new attempt on version_dir's content (a new record, a retry, or new files)."""
+        """A new load of version_dir's content: a new record, a version re-aspired
+        after its unload, or a failed version's new files (never a retry)."""
+        if (
+            self.state == END
+            and self.error is not None
+            and version_dir.fingerprint == self.fingerprint
+            and not self.unaspired_since_failure
+        ):
+            raise IllegalTransition(
+                f"{self.model} version {self.version} failed on these files and has no "
+                "retry left: only new files, or being aspired again, load it again"
+            )
         if self.state != START:
             self._to(START)
+        self._set_content(version_dir)
+        self.error = None
+        self.last_error = None
+        self.failures = 0
+        self.cancel_load = False
+        self.unaspired_since_failure = False
+        self.generation += 1
+        self.attempting = True
+
+    def schedule_retry(self, version_dir: VersionDir) -> None:
+        """The next attempt of the current load; the state stays LOADING."""
+        assert self.retry_pending, "a retry follows a failed attempt"
+        self._set_content(version_dir)
+        self.attempting = True
+
+    def _set_content(self, version_dir: VersionDir) -> None:
         self.path = version_dir.path
         self.fingerprint = version_dir.fingerprint
-        self.error = None
-        self.cancel_load = False
         self.retry_at = None
-        self.generation += 1
 
     def begin_loading(self) -> None:
-        self._to(LOADING)
+        """An attempt starts: START -> LOADING on the first, already LOADING on a retry."""
+        if self.state != LOADING:
+            self._to(LOADING)
 
     def load_succeeded(self, servable: S) -> None:
         self._to(AVAILABLE)
         self.servable = servable
+        self.attempting = False
         self.failures = 0
-        self.completed_generation = self.generation
+        self.last_error = None
+        self.tried_generation = self.generation
 
-    def load_failed(self, error: ServingError) -> None:
-        self._to(END)
-        self.error = error
+    def attempt_failed(self, error: ServingError) -> None:
+        """One attempt failed. Nothing is published yet: the caller either waits
+        for a retry (`wait_for_retry`) or ends the load (`give_up`)."""
+        self.attempting = False
         self.failures += 1
-        self.completed_generation = self.generation
-
-    def load_cancelled(self) -> None:
-        self._to(END)
-        self.completed_generation = self.generation
+        self.last_error = error
+        self.tried_generation = self.generation
 
     def may_retry(self, max_retries: int) -> bool:
+        """After a failed attempt: 1 attempt + max_retries retries, as TF Serving."""
         return self.failures <= max_retries
+
+    def wait_for_retry(self, retry_at: float) -> None:
+        self.begin_loading()  # an attempt that failed before it began leaves START
+        self.retry_at = retry_at
+
+    def give_up(self) -> None:
+        """End the load: END with the last attempt's error (none if cancelled before
+        any attempt ran); the only way a load that did not succeed reaches END."""
+        self._to(END)
+        self.error = self.last_error
+        self.last_error = None
+        self.attempting = False
+        self.retry_at = None
+        self.tried_generation = self.generation
 
     # --- unload -------------------------------------------------------------
     def begin_unload(self) -> bool:

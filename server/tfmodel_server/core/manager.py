@@ -27,7 +27,7 @@ from tfmodel_server.core.handle import ServableHandle
 from tfmodel_server.core.harness import LoaderHarness, VersionStatus
 from tfmodel_server.core.interfaces import Loader, ModelSourceState, S, Source, VersionDir
 from tfmodel_server.core.policy import aspired_versions, describe, versions_to_unload
-from tfmodel_server.core.states import AVAILABLE, END, LOADING, START, UNLOADING, VersionState
+from tfmodel_server.core.states import AVAILABLE, END, UNLOADING, VersionState
 from tfmodel_server.errors import ServingError, invalid_argument, not_found
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,9 @@ class ServableManager(Generic[S]):
                 model.configured = False
                 model.labels = {}
                 for record in model.versions.values():
-                    if record.loading:
+                    if record.retry_pending:
+                        record.give_up()  # its timer is cancelled: no attempt is to come
+                    elif record.loading:
                         record.cancel_load = True
                     if record.state == AVAILABLE:
                         self._begin_unload(record)
@@ -300,10 +302,17 @@ class ServableManager(Generic[S]):
         """Called on the event loop after any version changes state."""
         self._listeners.append(callback)
 
-    async def refresh(self, names: Iterable[str], timeout: float | None = None) -> None:
-        """Poll now (twice if a version dir is still settling) and wait until the
-        aspired versions of `names` found on disk have finished loading (AVAILABLE
-        or failed), or `timeout` seconds."""
+    async def refresh(
+        self, names: Iterable[str], timeout: float | None = None, through_retries: bool = False
+    ) -> None:
+        """Poll now (twice if a version dir is still settling) and wait, at most
+        `timeout` seconds, until the aspired versions of `names` found on disk have
+        had their first load attempt, or with `through_retries` until their loads
+        have ended (AVAILABLE or END), as ServerCore::Create waits at start-up.
+
+        Later config reloads return after the first attempt: a version still
+        retrying (LOADING) must not hold the config reload lock, and with it a
+        rollback, for minutes of retry intervals."""
         self._bind_loop()
         names = set(names)
         if self.options.file_system_poll_wait_seconds >= 0:
@@ -311,7 +320,7 @@ class ServableManager(Generic[S]):
             if any(self._models[n].pending for n in names if n in self._models):
                 await asyncio.sleep(self._settle_seconds())
                 await self.poll_now()
-        await self._wait_for_loads(names, timeout)
+        await self._wait_for_loads(names, timeout, through_retries)
 
     def _settle_seconds(self) -> float:
         if self.options.version_settle_seconds is not None:
@@ -319,8 +328,18 @@ class ServableManager(Generic[S]):
         wait = self.options.file_system_poll_wait_seconds
         return min(wait, 0.5) if wait > 0 else 0.5
 
-    async def _wait_for_loads(self, names: set[str], timeout: float | None) -> None:
+    async def _wait_for_loads(
+        self, names: set[str], timeout: float | None, through_retries: bool
+    ) -> None:
         loop = self._loop
+
+        def done(record: LoaderHarness[S], generation: int) -> bool:
+            if record.generation > generation:
+                return True  # that load ended and a newer one began
+            if through_retries:
+                return not record.loading
+            return record.tried_generation >= generation
+
         with self._lock:
             targets = [
                 (record, record.generation)
@@ -332,7 +351,7 @@ class ServableManager(Generic[S]):
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             with self._lock:
-                waiting = [r for r, gen in targets if r.completed_generation < gen]
+                waiting = [r for r, gen in targets if not done(r, gen)]
             if not waiting:
                 return
             remaining = None if deadline is None else deadline - loop.time()
@@ -369,6 +388,7 @@ class ServableManager(Generic[S]):
         if self._stopping:
             return
         loop = self._loop
+        gave_up = False
         with self._lock:
             on_disk = model.on_disk if model.configured else {}
             aspired = (
@@ -377,8 +397,23 @@ class ServableManager(Generic[S]):
                 else set()
             )
             for existing in model.versions.values():
-                if existing.loading and existing.version not in aspired:
+                if existing.version in aspired:
+                    continue
+                if existing.state == END and existing.error is not None:
+                    existing.unaspired_since_failure = True
+                elif existing.loading:
                     existing.cancel_load = True
+                    if existing.retry_pending:
+                        # As LoaderHarness::Load's cancel_load_retry: no further
+                        # attempt; END with the last attempt's error.
+                        log.info(
+                            "Load of %s version %d cancelled between retries",
+                            existing.model,
+                            existing.version,
+                        )
+                        existing.give_up()
+                        existing.unaspired_since_failure = True
+                        gave_up = True
 
             for version in sorted(aspired, reverse=True):  # highest first, as TF Serving
                 version_dir = on_disk[version]
@@ -390,36 +425,56 @@ class ServableManager(Generic[S]):
                     self._schedule_load(model, record, version_dir)
                 elif record.loading:
                     record.cancel_load = False
-                elif record.state == END:
-                    if record.error is None:
-                        record.failures = 0
-                        self._schedule_load(model, record, version_dir)
-                    elif record.fingerprint != version_dir.fingerprint:
+                    if record.retry_pending:
+                        assert record.retry_at is not None
+                        if record.fingerprint != version_dir.fingerprint:
+                            log.info(
+                                "Servable %s version %d changed on disk; retrying it now",
+                                model.name,
+                                version,
+                            )
+                            record.failures = 0  # new content: a full set of retries
+                            self._schedule_retry(model, record, version_dir)
+                        # call_later may fire up to a clock tick early.
+                        elif loop.time() + 0.01 >= record.retry_at:
+                            self._schedule_retry(model, record, version_dir)
+                elif record.state == END and (
+                    record.error is None
+                    or record.fingerprint != version_dir.fingerprint
+                    or record.unaspired_since_failure
+                ):
+                    # Unloaded, cancelled or failed, then aspired again; or failed for
+                    # good and now new files. Failed and still aspired: stays END.
+                    if record.error is not None and not record.unaspired_since_failure:
                         log.info(
                             "Servable %s version %d changed on disk; loading again",
                             model.name,
                             version,
                         )
-                        record.failures = 0
-                        self._schedule_load(model, record, version_dir)
-                    elif (
-                        record.may_retry(self.options.max_num_load_retries)
-                        and record.retry_at is not None
-                        # call_later may fire up to a clock tick early.
-                        and loop.time() + 0.01 >= record.retry_at
-                    ):
-                        self._schedule_load(model, record, version_dir)
+                    self._schedule_load(model, record, version_dir)
 
             serving = [v for v, r in model.versions.items() if r.state == AVAILABLE]
             # A version still being copied in counts as aspired: keep serving meanwhile.
             copying_in = model.configured and bool(model.pending)
             for version in versions_to_unload(serving, aspired, copying_in):
                 self._begin_unload(model.versions[version])
+        if gave_up:
+            self._notify()
 
     def _schedule_load(
         self, model: _Model[S], record: LoaderHarness[S], version_dir: VersionDir
     ) -> None:
         record.schedule_load(version_dir)
+        self._start_attempt(model, record)
+
+    def _schedule_retry(
+        self, model: _Model[S], record: LoaderHarness[S], version_dir: VersionDir
+    ) -> None:
+        log.info("Retrying load of servable %s version %d", record.model, record.version)
+        record.schedule_retry(version_dir)
+        self._start_attempt(model, record)
+
+    def _start_attempt(self, model: _Model[S], record: LoaderHarness[S]) -> None:
         task = self._loop.create_task(self._load(model, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -440,10 +495,15 @@ class ServableManager(Generic[S]):
         unload_now = False
         with self._lock:
             if error is not None:
-                record.load_failed(error)
-                if record.may_retry(self.options.max_num_load_retries) and not self._stopping:
+                record.attempt_failed(error)
+                if (
+                    record.may_retry(self.options.max_num_load_retries)
+                    and not self._stopping
+                    and not record.cancel_load
+                ):
+                    # Still LOADING, the error unpublished: END comes only with the last.
                     interval = self.options.load_retry_interval_micros / 1e6
-                    record.retry_at = self._loop.time() + interval
+                    record.wait_for_retry(self._loop.time() + interval)
                     self._timers.add(self._loop.call_later(interval, self._retry, model))
                     log.error(
                         "Loading servable %s version %d failed (attempt %d, retrying in %.3gs): %s",
@@ -454,6 +514,7 @@ class ServableManager(Generic[S]):
                         error.message,
                     )
                 else:
+                    record.give_up()
                     log.error(
                         "Loading servable %s version %d failed (attempt %d, giving up): %s",
                         record.model,
@@ -461,8 +522,8 @@ class ServableManager(Generic[S]):
                         record.failures,
                         error.message,
                     )
-            elif servable is None:  # un-aspired before its load started
-                record.load_cancelled()
+            elif servable is None:  # un-aspired before this attempt started
+                record.give_up()
             else:
                 record.load_succeeded(servable)
                 log.info(
@@ -632,8 +693,8 @@ class ServableManager(Generic[S]):
     def ready(self) -> bool:
         """A config has been applied and every configured model has an AVAILABLE version.
 
-        The first time, also every initial version has finished loading. After that
-        per model, not per version: a pod keeps serving (and stays ready) while a
+        The first time, also every initial version has finished loading, retries
+        included (as start-up waits for them). After that per model, not per version: a pod keeps serving (and stays ready) while a
         new version loads or after one failed, as the old version still serves.
         """
         if not self._config_applied or self._stopping:
@@ -645,9 +706,7 @@ class ServableManager(Generic[S]):
             if not self._was_ready:
                 # The first time, as ServerCore::Create: every initial version has
                 # finished loading, so a label's version is there when traffic comes.
-                if any(
-                    r.state in (START, LOADING) for m in configured for r in m.versions.values()
-                ):
+                if any(r.loading for m in configured for r in m.versions.values()):
                     return False
                 self._was_ready = True
             return True

@@ -4,9 +4,16 @@
       |         |                                 ^
       +---------+---------------------------------+   (cancelled or failed)
 
-END is not final here: a failed version is retried (END -> START) and a
-version whose files changed on disk is loaded again. Every state change goes
-through `check_transition`, so an illegal one is a bug caught where it happens.
+LOADING covers every attempt of one load, as TF Serving's LoaderHarness::Load
+loops inside kLoading: a failed attempt with a retry left stays LOADING, its
+error kept unpublished; LOADING -> END only when no retry is left (or the load
+was cancelled), with the last attempt's error. So a client polling the status
+reads END as final and never sees END flap back to LOADING during retries.
+
+END -> START is a new load, never a retry: a version re-aspired after its
+unload, or a failed version whose files changed on disk (harness.py refuses
+to load the same failed content again). Every state change goes through
+`check_transition`, so an illegal one is a bug caught where it happens.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ END = VersionState.END
 
 LEGAL_TRANSITIONS: dict[VersionState, frozenset[VersionState]] = {
     START: frozenset({LOADING, END}),  # END: cancelled before the load began
-    LOADING: frozenset({AVAILABLE, END}),  # END: the load failed
+    # END: the last attempt failed (no retry left) or the load was cancelled;
+    # a failed attempt with a retry left is no transition: it stays LOADING.
+    LOADING: frozenset({AVAILABLE, END}),
     AVAILABLE: frozenset({UNLOADING}),
     UNLOADING: frozenset({END}),
-    END: frozenset({START}),  # retry, or files changed on disk
+    END: frozenset({START}),  # a new load: re-aspired, or new files on disk
 }
 
 

@@ -43,12 +43,18 @@ class ServerCore:
         manager.add_listener(self._apply_deferred_labels)
 
     async def apply_config(
-        self, config: ModelServerConfig, timeout: float | None = None, defer_labels: bool = False
+        self,
+        config: ModelServerConfig,
+        timeout: float | None = None,
+        defer_labels: bool = False,
+        through_retries: bool = False,
     ) -> None:
         """Whole-config replace (ServerCore::ReloadConfig).
 
-        Returns when the aspired versions found on disk have finished loading
-        (AVAILABLE or failed), or after `timeout` seconds.
+        Returns when the aspired versions found on disk have had their first load
+        attempt (AVAILABLE, failed, or LOADING with retries to come), with
+        `through_retries` (start-up) when their loads have ended, or after
+        `timeout` seconds.
         """
         async with self._lock:
             which = config.WhichOneof("config")
@@ -77,7 +83,7 @@ class ServerCore:
                 self.manager.set_models(model_configs)
                 for name in names:
                     self.manager.set_labels(name, labels.get(name, {}))
-            await self.manager.refresh(names, timeout)
+            await self.manager.refresh(names, timeout, through_retries)
             self._apply_deferred_labels()
 
     def pending_labels(self) -> dict[str, dict[str, int]]:
