@@ -3,7 +3,7 @@
     python -m bench.operator --counts 50,200 [--pods 4] [--interval 15] [--window 60]
                              [--before /work/main/operator]
 
-Per count, a fresh API server (tests/apiserver, audit policy: the operator's requests only)
+Per count, a fresh API server (devcluster/build/apiserver, audit policy: the operator's requests only)
 and the chart's RBAC identity; the operator runs as `tfmodel-operator` from this checkout
 (or, with --before DIR, with DIR first on PYTHONPATH: another checkout's operator, side by
 side). No kubelet: each TFModel gets --pods Pod objects whose status the benchmark writes
