@@ -38,6 +38,10 @@ RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
 # Rounds in a row that may fail on errors that can pass (429, 5xx, no connection: already
 # retried with backoff inside each call) before the TFModel is reported Degraded.
 TRANSIENT_ROUNDS = 3
+# While a rollout runs, its TFModel gets a status round this often besides the timer's: its
+# steps are decided at rounds, and a step's pause should not end up to one interval late.
+# Only HTTP to the pods (their metrics); API requests only when a step is decided.
+ROLLOUT_ROUND_S = 2.0
 # Worker threads for the blocking reconciles (API calls, pod probes). Enough that a few
 # slow pods (a probe waits up to 3 s) do not hold up everyone else's rounds; few enough that
 # the operator cannot open more than this many API requests at once, whatever the fleet.
@@ -109,6 +113,9 @@ class ObjectState:
     transient_rounds: int = 0
     pods: PodView | None = None  # what the pods answered in the last status round, and when
     pods_at: float = float("-inf")
+    follow_up: asyncio.TimerHandle | None = None  # the next extra round while a rollout runs
+    live_body: kopf.Body | None = None
+    deleted: bool = False
 
 
 def configure(
@@ -194,6 +201,7 @@ async def _reconcile(
     pool = memo.executor if timer else memo.change_executor
     pods: PodView | None = None
     if timer:
+        state.live_body = body  # a timer's body is kopf's live view of the object
         # The pods are asked before this object's turn is taken: a probe waits up to
         # seconds for a slow pod, and an edit must not wait behind it.
         view = view_of(body, kwargs)
@@ -245,6 +253,39 @@ async def _reconcile(
         state.transient_rounds = 0
         if written is not None:
             state.written, state.replaced = written, raw["metadata"].get("resourceVersion")
+        if rollout_running(written or raw) and state.follow_up is None:
+            state.follow_up = loop.call_later(
+                ROLLOUT_ROUND_S, _follow_up, memo, logger, kwargs, state
+            )
+
+
+def _follow_up(
+    memo: kopf.Memo, logger: KopfLogger, kwargs: dict[str, Any], state: ObjectState
+) -> None:
+    """An extra status round while a rollout runs (its steps are decided at rounds).
+
+    On the timer's live body only: a change handler's body is the object at its event, and
+    an older body would compute the servers' split from an older rollout state.
+    """
+    state.follow_up = None
+    body = state.live_body
+    if state.deleted:
+        return
+    if body is None:  # no timer tick yet: look again later
+        state.follow_up = asyncio.get_running_loop().call_later(
+            ROLLOUT_ROUND_S, _follow_up, memo, logger, kwargs, state
+        )
+        return
+    task = asyncio.ensure_future(_reconcile(body, memo, logger, kwargs, timer=True))
+    # Errors are the next round's: log them instead of leaving them to the event loop.
+    task.add_done_callback(
+        lambda t: (
+            t.cancelled()
+            or t.exception() is None
+            or isinstance(t.exception(), kopf.PermanentError)
+            or logger.warning("rollout round failed: %s", t.exception())
+        )
+    )
 
 
 async def reconcile_handler(
@@ -263,7 +304,11 @@ async def refresh(*, body: kopf.Body, memo: kopf.Memo, logger: KopfLogger, **kwa
 
 async def deleted(*, name: str, uid: str, memo: kopf.Memo, logger: KopfLogger, **_: Any) -> None:
     # Children carry owner references; the garbage collector removes them.
-    memo.objects.pop(uid, None)
+    state = memo.objects.pop(uid, None)
+    if state is not None:
+        state.deleted = True
+        if state.follow_up is not None:
+            state.follow_up.cancel()
     logger.info("TFModel %s deleted; its children go with it via owner references", name)
 
 
