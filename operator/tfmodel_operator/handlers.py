@@ -191,6 +191,16 @@ def view_of(body: kopf.Body, kwargs: dict[str, Any]) -> View:
     return View(children=children, indexed=frozenset(by_kind), pods=pods)
 
 
+def _freshest(body: kopf.Body, state: ObjectState) -> dict[str, Any]:
+    """The TFModel as last known: `body` (kopf swaps in a new dict per event, so this
+    snapshot stays whole), or this process's own last write while the watch has not
+    delivered it yet (the body is still at the version that write replaced)."""
+    raw = dict(body)
+    if state.written is not None and raw["metadata"].get("resourceVersion") == state.replaced:
+        return state.written
+    return raw
+
+
 async def _reconcile(
     body: kopf.Body, memo: kopf.Memo, logger: KopfLogger, kwargs: dict[str, Any], timer: bool
 ) -> None:
@@ -200,6 +210,7 @@ async def _reconcile(
     loop = asyncio.get_running_loop()
     pool = memo.executor if timer else memo.change_executor
     pods: PodView | None = None
+    latest = _freshest(body, state)
     if timer:
         state.live_body = body  # a timer's body is kopf's live view of the object
         # The pods are asked before this object's turn is taken: a probe waits up to
@@ -210,17 +221,15 @@ async def _reconcile(
             memo.api,
             body.metadata.namespace or "",
             body.metadata.name or "",
-            rollout_running(body),
+            rollout_running(latest),
             view,
         )
         pods = await loop.run_in_executor(pool, contextvars.copy_context().run, probe)
         state.pods, state.pods_at = pods, loop.time()
-    elif not rollout_running(body) and loop.time() - state.pods_at < memo.status_interval:
+    elif not rollout_running(latest) and loop.time() - state.pods_at < memo.status_interval:
         pods = state.pods  # a change's status shows the last round's pods, not a new probe
     async with state.lock:
-        raw = dict(body)  # kopf swaps in a new dict per event: this snapshot stays whole
-        if state.written is not None and raw["metadata"].get("resourceVersion") == state.replaced:
-            raw = state.written  # the watch has not delivered our own write yet
+        raw = _freshest(body, state)
         view = view_of(body, kwargs)
         report = state.transient_rounds + 1 >= TRANSIENT_ROUNDS
         # kopf.event needs kopf's context variables in the worker thread.
