@@ -31,6 +31,12 @@ for tool in buildah debootstrap; do
   }
 done
 
+# One build at a time per cache: the cleanup below removes every working container in the
+# shared storage, so a second concurrent build (another test run, a session) would lose its own.
+mkdir -p "$CACHE/containers"
+exec 9>"$CACHE/containers/build.lock"
+flock 9
+
 # Working containers left behind by an interrupted build hold overlay mounts.
 cleanup_containers() { bh rm --all >/dev/null 2>&1 || true; }
 trap cleanup_containers EXIT
