@@ -15,6 +15,8 @@ VENV="${VENV:-.venv}"
 # kube-apiserver test binary built from Go modules (both cached per machine).
 PYTHON="$VENV/bin/python" bash scripts/install-k8s-tools.sh
 bash devcluster/build/go-build.sh apiserver >/dev/null
+# The S3 server of the object-storage tests: SeaweedFS built from its Go module (cached).
+bash devcluster/build/go-build.sh seaweedfs >/dev/null
 # The embedded cluster (devcluster/, the `cluster` tests): Debian packages for containerd,
 # CNI, buildah. Its binaries and images are built (and cached per machine) by the session
 # fixture itself.

@@ -52,7 +52,8 @@ def trim_child(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trim_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields probe.py reads: phase, IP, the server container's ports; uid for baselines."""
+    """The fields probe.py reads: phase, IP, the server container's ports and restarts; uid
+    for the analysis's per-pod baselines."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     containers = [
@@ -60,10 +61,19 @@ def trim_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
         for c in (obj.get("spec") or {}).get("containers") or []
         if c.get("name") == names.SERVER_CONTAINER
     ]
+    kept_status: dict[str, Any] = {k: status[k] for k in ("phase", "podIP") if k in status}
+    # The server container's restarts: a restarted pod's counters start again (analysis).
+    restarts = [
+        {"name": s.get("name"), "restartCount": s.get("restartCount", 0)}
+        for s in status.get("containerStatuses") or []
+        if s.get("name") == names.SERVER_CONTAINER
+    ]
+    if restarts:
+        kept_status["containerStatuses"] = restarts
     return {
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid") if k in meta},
         "spec": {"containers": containers},
-        "status": {k: status[k] for k in ("phase", "podIP") if k in status},
+        "status": kept_status,
     }
 
 

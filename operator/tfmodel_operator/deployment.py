@@ -60,7 +60,32 @@ def server_args(spec: TFModelSpec) -> list[str]:
         ]
     if spec.allow_unavailable_labels:
         args.append("--allow_version_labels_for_unavailable_models")
+    if spec.object_store is not None:
+        args += [
+            f"--model_cache_dir={names.MODEL_CACHE_DIR}",
+            f"--s3_addressing_style={spec.object_store.addressing_style}",
+        ]
     return args
+
+
+def object_store_env(spec: TFModelSpec) -> list[dict[str, Any]]:
+    """The AWS SDK variables the server reads; credentials only by reference to a Secret."""
+    store = spec.object_store
+    if store is None:
+        return []
+    env: list[dict[str, Any]] = []
+    if store.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": store.endpoint})
+    if store.region:
+        env.append({"name": "AWS_REGION", "value": store.region})
+    if store.secret_ref is not None:
+        ref = store.secret_ref
+        for var, key in (
+            ("AWS_ACCESS_KEY_ID", ref.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", ref.secret_access_key_key),
+        ):
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}})
+    return env
 
 
 def _resources(spec: TFModelSpec) -> dict[str, Any]:
@@ -72,11 +97,19 @@ def _resources(spec: TFModelSpec) -> dict[str, Any]:
 
 
 def _storage_volume(spec: TFModelSpec) -> dict[str, Any]:
-    ((kind, source),) = spec.storage.items()
+    ((kind, source),) = spec.storage.items()  # spec.py: exactly one when set
     source = dict(source)
     if kind in ("persistentVolumeClaim", "nfs", "csi"):
         source["readOnly"] = True
     return {"name": "models", kind: source}
+
+
+def _cache_volume(spec: TFModelSpec) -> dict[str, Any]:
+    """The s3:// version cache: an emptyDir, so a restarted container reuses it."""
+    empty_dir: dict[str, Any] = {}
+    if spec.model_cache_size_limit:
+        empty_dir["sizeLimit"] = spec.model_cache_size_limit
+    return {"name": "model-cache", "emptyDir": empty_dir}
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -104,8 +137,17 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
         "livenessProbe": _probe("/healthz", 10, 6),
         "volumeMounts": [
             {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
-            {"name": "models", "mountPath": names.MODELS_MOUNT, "readOnly": True},
+            *(
+                [{"name": "models", "mountPath": names.MODELS_MOUNT, "readOnly": True}]
+                if spec.storage
+                else []
+            ),
             {"name": "tmp", "mountPath": "/tmp"},
+            *(
+                [{"name": "model-cache", "mountPath": names.MODEL_CACHE_DIR}]
+                if spec.object_store is not None
+                else []
+            ),
         ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -114,6 +156,9 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    env = object_store_env(spec)
+    if env:
+        container["env"] = env
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
@@ -129,8 +174,9 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": names.configmap_name(tfmodel)}},
-            _storage_volume(spec),
+            *([_storage_volume(spec)] if spec.storage else []),
             {"name": "tmp", "emptyDir": {}},
+            *([_cache_volume(spec)] if spec.object_store is not None else []),
         ],
     }
     if spec.node_selector:

@@ -23,6 +23,8 @@ TRAFFIC_SPLIT_FILE = "traffic-split.json"
 MONITORING_CONFIG_FILE = "monitoring.config"
 METRICS_PATH = "/monitoring/prometheus/metrics"
 MODELS_MOUNT = "/models"
+# s3:// models are downloaded here (an emptyDir: it outlives a container restart).
+MODEL_CACHE_DIR = "/var/cache/tfmodel"
 GRPC_CONTAINER_PORT = 8500
 REST_CONTAINER_PORT = 8501
 SERVER_CONTAINER = "server"

@@ -1,16 +1,33 @@
-"""Ask each running server pod for GET /v1/models; an unreachable pod is counted, not fatal."""
+"""Ask each running server pod for GET /v1/models and its metrics; an unreachable pod is
+counted, not fatal.
+
+Every running pod is asked (no cap: under an HPA all of them serve the canary), at most
+`concurrency` at once, on one long-lived client: a pooled urllib3 manager (keep-alive
+connections to pods asked every round) and one thread pool, both kept for the operator's
+life (PodClient). The handlers are synchronous (kopf runs them on its thread pool); a
+round's total wait is bounded by `deadline`, so hung pods cannot stretch it.
+"""
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
 
 from . import names
 
-MAX_PODS = 20
+T = TypeVar("T")
+
+DEFAULT_CONCURRENCY = 32
+DEFAULT_TIMEOUT_S = 2.0  # one request
+DEFAULT_DEADLINE_S = 3.0  # one round, all pods
 
 
 def rest_port(pod: dict[str, Any]) -> int:
@@ -24,21 +41,110 @@ def rest_port(pod: dict[str, Any]) -> int:
     return names.REST_CONTAINER_PORT
 
 
-def _get(pod: dict[str, Any], path: str, timeout: float) -> bytes | None:
-    ip = (pod.get("status") or {}).get("podIP")
-    if not ip or (pod.get("status") or {}).get("phase") != "Running":
-        return None
-    host = f"[{ip}]" if ":" in ip else ip
-    url = f"http://{host}:{rest_port(pod)}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (pod URL)
-            return response.read()
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
+def running(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods with a server to ask: phase Running and an IP."""
+    return [
+        p
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running"
+        and (p.get("status") or {}).get("podIP")
+    ]
 
 
-def fetch_models(pod: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
-    data = _get(pod, "/v1/models", timeout)
+def server_restarts(pod: dict[str, Any]) -> int:
+    """The server container's restartCount (a restart resets its counters)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == names.SERVER_CONTAINER:
+            return int(status.get("restartCount", 0))
+    return 0
+
+
+def pod_uid(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+
+
+@dataclass(frozen=True)
+class PodAnswer:
+    """What one running pod answered this round (None: no answer in time)."""
+
+    uid: str
+    restarts: int
+    models: dict[str, Any] | None
+    metrics: str | None = None
+
+
+class PodClient:
+    """One long-lived HTTP client for every pod probe (thread-safe)."""
+
+    def __init__(
+        self,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        deadline: float = DEFAULT_DEADLINE_S,
+    ) -> None:
+        self.timeout, self.deadline = timeout, deadline
+        # One retry: a kept-alive connection the pod closed meanwhile fails on reuse (GETs
+        # are idempotent); no redirects.
+        self._http = urllib3.PoolManager(
+            num_pools=256,
+            maxsize=4,
+            retries=urllib3.Retry(total=1, redirect=False, status=0),
+            timeout=urllib3.Timeout(total=timeout),
+        )
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._http.clear()
+
+    def get(self, pod: dict[str, Any], path: str) -> bytes | None:
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            return None
+        host = f"[{ip}]" if ":" in ip else ip
+        try:
+            response = self._http.request(
+                "GET", f"http://{host}:{rest_port(pod)}{path}", preload_content=True
+            )
+        except (urllib3.exceptions.HTTPError, OSError, ValueError):
+            return None
+        return response.data if response.status == 200 else None
+
+    def _all(self, items: list[T], ask: Callable[[T], Any]) -> list[Any]:
+        """ask(item) for every item, `concurrency` at a time; None where past the deadline."""
+        if not items:
+            return []
+        with self._lock:  # submit order is fair across concurrent rounds
+            futures: list[Future[Any]] = [self._pool.submit(ask, item) for item in items]
+        end = time.monotonic() + self.deadline
+        done, _late = wait_futures(futures, timeout=max(0.0, end - time.monotonic()))
+        out = []
+        for future in futures:
+            if future in done and future.exception() is None:
+                out.append(future.result())
+            else:
+                future.cancel()
+                out.append(None)
+        return out
+
+    def ask(self, pods: list[dict[str, Any]], metrics: bool) -> list[PodAnswer]:
+        """Every running pod's GET /v1/models (and its metrics page when `metrics`)."""
+
+        def one(pod: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+            return fetch_models(self, pod), fetch_metrics(self, pod) if metrics else None
+
+        live = running(pods)
+        answers = self._all(live, one)
+        return [
+            PodAnswer(pod_uid(pod), server_restarts(pod), *(answer or (None, None)))
+            for pod, answer in zip(live, answers, strict=True)
+        ]
+
+
+def fetch_models(client: PodClient, pod: dict[str, Any]) -> dict[str, Any] | None:
+    data = client.get(pod, "/v1/models")
     try:
         body = json.loads(data) if data is not None else None
     except ValueError:
@@ -46,37 +152,6 @@ def fetch_models(pod: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | 
     return body if isinstance(body, dict) else None
 
 
-def fetch_metrics(pod: dict[str, Any], timeout: float = 2.0) -> str | None:
-    data = _get(pod, names.METRICS_PATH, timeout)
+def fetch_metrics(client: PodClient, pod: dict[str, Any]) -> str | None:
+    data = client.get(pod, names.METRICS_PATH)
     return data.decode("utf-8", "replace") if data is not None else None
-
-
-def _ask_all(pods: list[dict[str, Any]], fetch: Any, deadline: float) -> list[Any]:
-    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"][:MAX_PODS]
-    if not running:
-        return []
-    pool = ThreadPoolExecutor(max_workers=len(running), thread_name_prefix="probe")
-    try:
-        futures = [pool.submit(fetch, pod, deadline) for pod in running]
-        done, _late = wait(futures, timeout=deadline)
-        return [f.result() if f in done else None for f in futures]
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def scrape_pods(pods: list[dict[str, Any]], deadline: float = 3.0) -> list[str]:
-    """The Prometheus text of every running pod that answered within `deadline`."""
-    return [text for text in _ask_all(pods, fetch_metrics, deadline) if text is not None]
-
-
-def probe_pods(
-    pods: list[dict[str, Any]], deadline: float = 3.0
-) -> tuple[list[dict[str, Any]], int]:
-    """(reports, unreachable count) for the running pods among `pods`.
-
-    All pods are asked at once and the round waits at most `deadline` seconds in total:
-    one hung pod (or twenty) cannot stretch a status round to 2 s a pod.
-    """
-    answers = _ask_all(pods, fetch_models, deadline)
-    reports = [a for a in answers if a is not None]
-    return reports, len(answers) - len(reports)

@@ -20,13 +20,21 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from . import kubeapi, names, ownership
+from .analysis import PodScrape
 from .applied import RECHECK_S, AppliedChildren
 from .cache import View
 from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
 from .ownership import Ownership
-from .probe import probe_pods, scrape_pods
-from .promtext import summed
-from .rollout import RUNNING, CanaryObservation, RolloutState, advance, effective_spec
+from .probe import PodAnswer, PodClient
+from .promtext import model_figures
+from .rollout import (
+    RUNNING,
+    AnalysisWindows,
+    CanaryObservation,
+    RolloutState,
+    advance,
+    effective_spec,
+)
 from .rollout import Event as RolloutEvent
 from .rollout import summary as rollout_summary
 from .scaling import HANDOVER_MANAGER, replicas_handover
@@ -231,7 +239,24 @@ class PodView:
 
     reports: list[dict[str, Any]]  # GET /v1/models bodies
     unreachable: int
-    scrapes: list[str] = field(default_factory=list)  # Prometheus text (only while needed)
+    answers: list[PodAnswer] = field(default_factory=list)  # every running pod's (analysis)
+
+    @classmethod
+    def of(cls, answers: list[PodAnswer]) -> PodView:
+        reports = [a.models for a in answers if a.models is not None]
+        return cls(reports, len(answers) - len(reports), answers)
+
+
+_pod_client: PodClient | None = None
+_windows = AnalysisWindows()
+
+
+def default_pod_client() -> PodClient:
+    """The operator's one long-lived pod client (created on first use)."""
+    global _pod_client
+    if _pod_client is None:
+        _pod_client = PodClient()
+    return _pod_client
 
 
 NOT_ASKED = PodView([], 0)  # no rollout running: advance() reads no pod figures
@@ -244,18 +269,36 @@ def rollout_running(body: Any) -> bool:
 
 
 def observe_pods(
-    api: ApiClient, namespace: str, tfmodel: str, scrape: bool, view: View | None = None
+    api: ApiClient,
+    namespace: str,
+    tfmodel: str,
+    scrape: bool,
+    view: View | None = None,
+    client: PodClient | None = None,
 ) -> PodView:
-    """Probe the TFModel's pods (from the watch in `view`, else one LIST)."""
+    """Ask the TFModel's pods (from the watch in `view`, else one LIST)."""
     pods = view.pods if view is not None else None
     if pods is None:
         pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(tfmodel))
-    reports, unreachable = probe_pods(pods)
-    return PodView(reports, unreachable, scrape_pods(pods) if scrape else [])
+    return PodView.of((client or default_pod_client()).ask(pods, metrics=scrape))
+
+
+def pod_scrapes(model: str, pods: PodView) -> tuple[PodScrape, ...]:
+    """Every running pod's figures for `model` (None where it did not answer)."""
+    out = []
+    for answer in pods.answers:
+        versions = None
+        if answer.metrics is not None:
+            try:
+                versions = model_figures(answer.metrics, model)
+            except ValueError:
+                versions = None  # not Prometheus text: as good as no answer
+        out.append(PodScrape(answer.uid, answer.restarts, versions))
+    return tuple(out)
 
 
 def canary_observation(model: str, version: int, pods: PodView) -> CanaryObservation:
-    """Is `version` AVAILABLE on every reachable pod (none unreachable), and its figures."""
+    """Is `version` AVAILABLE on every reachable pod (none unreachable), and the figures."""
     everywhere = bool(pods.reports) and pods.unreachable == 0
     for report in pods.reports:
         entry: dict[str, Any] = next(
@@ -265,17 +308,26 @@ def canary_observation(model: str, version: int, pods: PodView) -> CanaryObserva
             int(v.get("version", -1)): v.get("state") for v in entry.get("model_version_status", [])
         }
         everywhere = everywhere and states.get(version) == "AVAILABLE"
-    return CanaryObservation(everywhere, summed(pods.scrapes, model, version))
+    return CanaryObservation(everywhere, pod_scrapes(model, pods))
 
 
 def advance_rollouts(
-    spec: TFModelSpec, status: dict[str, Any], pods: PodView, now: datetime.datetime
+    spec: TFModelSpec,
+    status: dict[str, Any],
+    pods: PodView,
+    now: datetime.datetime,
+    windows: AnalysisWindows | None = None,
+    owner: str = "",
 ) -> tuple[list[RolloutState], list[RolloutEvent]]:
-    """Every model's next rollout state (from the last one in status) and the events."""
+    """Every model's next rollout state (from the last one in status) and the events.
+
+    `windows` holds each running step's baseline for the TFModel `owner` (its UID).
+    """
+    windows = windows if windows is not None else AnalysisWindows()
     previous = {}
     for raw in status.get("rollouts") or []:
         try:
-            previous[str(raw["model"])] = RolloutState.from_status(raw)
+            previous[str(raw["model"])] = windows.attach(owner, RolloutState.from_status(raw))
         except (KeyError, TypeError, ValueError):
             continue  # unreadable: start over from the spec
     states, events = [], []
@@ -291,6 +343,7 @@ def advance_rollouts(
             states.append(state)
         if event is not None:
             events.append(event)
+    windows.remember(owner, states)
     return states, events
 
 
@@ -380,8 +433,12 @@ def reconcile(
     view: View | None = None,
     report_transient: bool = True,
     pods: PodView | None = None,
+    pod_client: PodClient | None = None,
+    windows: AnalysisWindows | None = None,
 ) -> dict[str, Any] | None:
     """Bring the children and status in line with the TFModel.
+
+    `pod_client` and `windows` default to the operator's long-lived ones (this module's).
 
     `pods`: what the pods answered just now (the caller probed them before it took the
     object's turn, so no turn waits for a probe); None: probe them here.
@@ -396,7 +453,9 @@ def reconcile(
     meta = body["metadata"]
     for _attempt in range(MAX_CONFLICTS):
         try:
-            return _reconcile_once(api, body, logger, applied, view, report_transient, pods)
+            return _reconcile_once(
+                api, body, logger, applied, view, report_transient, pods, pod_client, windows
+            )
         except kubeapi.Conflict:
             fresh = kubeapi.get_tfmodel(api, meta["namespace"], meta["name"])
             if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
@@ -416,6 +475,8 @@ def _reconcile_once(
     view: View | None,
     report_transient: bool,
     observed: PodView | None,
+    pod_client: PodClient | None,
+    windows: AnalysisWindows | None,
 ) -> dict[str, Any] | None:
     meta = body["metadata"]
     bad_name = names.name_problems(meta["name"])
@@ -466,7 +527,7 @@ def _reconcile_once(
     )
     problems += find_problems(api, namespace, spec, applied, report_transient)
     if pods is NOT_ASKED:
-        pods = observe_pods(api, namespace, meta["name"], scrape=False, view=view)
+        pods = observe_pods(api, namespace, meta["name"], False, view, pod_client)
     changed = write_status(api, body, served, problems, deployment, pods, states)
     if changed is not None:
         latest = changed

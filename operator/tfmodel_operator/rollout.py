@@ -5,13 +5,18 @@ The user moves a model by editing one field, `versionLabels.stable: N -> M`. Wit
 
   Waiting      labels M `canary`, 0% split, until every reachable pod reports M AVAILABLE
   Progressing  step by step: the servers send steps[i].trafficPercent of the stable (and
-               unversioned) requests to M; after each step's pause, with at least
-               minRequests on M, the analysis (error ratio, p99 latency of M summed over the
-               pods' Prometheus figures) passes to the next step, or fails at once
+               unversioned) requests to M; each step is a window over every pod's counters
+               (analysis.py) that compares M with N. A failed check rolls back at once;
+               after the pause a Successful step moves on; an Inconclusive one (too few
+               requests, a pod not answering) waits, up to progressDeadlineSeconds after
+               the pause, then does onProgressDeadline (RollBack by default)
   Promoted     `stable` -> M, canary label and split gone (the policy then drops N if the
                spec no longer lists it)
   RolledBack   `stable` stays N, canary label and split gone; the figures are in status and
                a Warning event. It stays so until versionLabels.stable changes again.
+
+A window's baseline (every pod's counters when the step began) is held in memory only
+(AnalysisWindows): an operator that restarts mid-step starts that step's window again.
 
 The spec is the desired end state; the state says what is served until it is reached.
 """
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .promtext import VersionFigures
-from .spec import ModelSpec, TFModelSpec, VersionPolicy
+from . import analysis
+from .analysis import Baseline, PodScrape, Side, Verdict
+from .spec import PROMOTE, ModelSpec, TFModelSpec, VersionPolicy
 
 STABLE, WAITING, PROGRESSING, PROMOTED, ROLLED_BACK = (
     "Stable",
@@ -44,15 +51,16 @@ class RolloutState:
     target: int | None = None  # the version being (or last) rolled out
     step: int = 0
     weight: int = 0
-    step_started: str | None = None  # RFC 3339
+    step_started: str | None = None  # RFC 3339; the analysis window's start
     message: str = ""
-    canary_requests: int = 0
-    canary_error_ratio: float | None = None
-    canary_latency_p99_ms: float | None = None
-    # The canary's counters when its traffic began: earlier requests (an earlier, rolled-back
-    # attempt at the same version) do not count.
-    baseline_requests: int = 0
-    baseline_errors: int = 0
+    result: str = ""  # the last analysis verdict (analysis.SUCCESSFUL, ...)
+    canary: Side | None = None  # the target's figures over the window
+    reference: Side | None = None  # stable's figures over the same window
+    # The window's start (per pod UID); not in status (see AnalysisWindows).
+    baseline: Baseline | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def window_key(self) -> tuple[Any, ...]:
+        return (self.model, self.target, self.step, self.step_started)
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -62,22 +70,22 @@ class RolloutState:
             "step": self.step,
             "weight": self.weight,
             "message": self.message,
-            "canaryRequests": self.canary_requests,
-            "baselineRequests": self.baseline_requests,
-            "baselineErrors": self.baseline_errors,
         }
-        for key, value in (
-            ("target", self.target),
-            ("stepStarted", self.step_started),
-            ("canaryErrorRatio", self.canary_error_ratio),
-            ("canaryLatencyP99Ms", self.canary_latency_p99_ms),
-        ):
+        for key, value in (("target", self.target), ("stepStarted", self.step_started)):
             if value is not None:
                 out[key] = value
+        if self.result or self.canary is not None:
+            figures: dict[str, Any] = {"result": self.result}
+            if self.canary is not None:
+                figures["canary"] = _side_status(self.canary)
+            if self.reference is not None:
+                figures["stable"] = _side_status(self.reference)
+            out["analysis"] = figures
         return out
 
     @classmethod
     def from_status(cls, raw: dict[str, Any]) -> RolloutState:
+        figures = raw.get("analysis") or {}
         return cls(
             model=str(raw["model"]),
             phase=str(raw["phase"]),
@@ -87,20 +95,45 @@ class RolloutState:
             weight=int(raw.get("weight", 0)),
             step_started=raw.get("stepStarted"),
             message=str(raw.get("message", "")),
-            canary_requests=int(raw.get("canaryRequests", 0)),
-            canary_error_ratio=raw.get("canaryErrorRatio"),
-            canary_latency_p99_ms=raw.get("canaryLatencyP99Ms"),
-            baseline_requests=int(raw.get("baselineRequests", 0)),
-            baseline_errors=int(raw.get("baselineErrors", 0)),
+            result=str(figures.get("result", "")),
+            canary=_side_from(figures.get("canary")),
+            reference=_side_from(figures.get("stable")),
         )
+
+
+def _side_status(side: Side) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "requests": side.requests,
+        "serverFaults": side.faults,
+        "clientErrors": side.client_errors,
+    }
+    if side.fault_ratio is not None:
+        out["faultRatio"] = side.fault_ratio
+    if side.latency_p99_ms is not None:
+        out["latencyP99Ms"] = side.latency_p99_ms
+    return out
+
+
+def _side_from(raw: dict[str, Any] | None) -> Side | None:
+    if not raw:
+        return None
+    return Side(
+        requests=int(raw.get("requests", 0)),
+        faults=int(raw.get("serverFaults", 0)),
+        client_errors=int(raw.get("clientErrors", 0)),
+        fault_ratio=raw.get("faultRatio"),
+        latency_p99_ms=raw.get("latencyP99Ms"),
+    )
 
 
 @dataclass(frozen=True)
 class CanaryObservation:
-    """What the pods said about the target version this round."""
+    """What the pods said about the rollout's model this round."""
 
-    available_everywhere: bool  # every reachable pod reports it AVAILABLE (and none unreachable)
-    figures: VersionFigures
+    available_everywhere: (
+        bool  # every reachable pod reports the target AVAILABLE (none unreachable)
+    )
+    pods: tuple[PodScrape, ...] = ()  # every running pod's figures for the model
 
 
 @dataclass(frozen=True)
@@ -152,22 +185,16 @@ def advance(
             done = RolloutState(model.name, STABLE, stable=wanted, message="rollout aborted")
             return done, Event("Normal", "RolloutAborted", f"{model.name}: stable back to {wanted}")
         return _start(model, state.stable, wanted)
+    pods = observation.pods if observation is not None else ()
     if state.phase == WAITING:
         if observation is None or not observation.available_everywhere:
             return state, None
-        step = model.rollout.steps[0]
-        nxt = dataclasses.replace(
-            state,
-            phase=PROGRESSING,
-            step=0,
-            weight=step.traffic_percent,
-            step_started=_stamp(now),
-            baseline_requests=int(observation.figures.requests),
-            baseline_errors=int(observation.figures.errors),
-            message=f"step 1/{len(model.rollout.steps)}: {step.traffic_percent}% to {state.target}",
-        )
+        baseline = analysis.take_baseline(pods)
+        if baseline is None:
+            return dataclasses.replace(state, message=_no_metrics(state, pods)), None
+        nxt = _enter_step(model, state, 0, baseline, now)
         return nxt, Event("Normal", "RolloutProgressing", f"{model.name}: {nxt.message}")
-    return _progress(model, state, observation, now)
+    return _progress(model, state, pods, now)
 
 
 def _start(model: ModelSpec, stable: int, target: int) -> tuple[RolloutState, Event]:
@@ -181,79 +208,167 @@ def _start(model: ModelSpec, stable: int, target: int) -> tuple[RolloutState, Ev
     return state, Event("Normal", "RolloutStarted", f"{model.name}: {stable} -> {target}")
 
 
+def _no_metrics(state: RolloutState, pods: tuple[PodScrape, ...]) -> str:
+    return (
+        f"waiting for metrics: {analysis.unanswered(pods)} of {len(pods)} pods did not "
+        f"answer (canary {state.target})"
+    )
+
+
+def _step_text(model: ModelSpec, state: RolloutState) -> str:
+    assert model.rollout is not None
+    return f"step {state.step + 1}/{len(model.rollout.steps)}: {state.weight}% to {state.target}"
+
+
+def _enter_step(
+    model: ModelSpec, state: RolloutState, step: int, baseline: Baseline, now: datetime.datetime
+) -> RolloutState:
+    """Step `step` starts now: a new window from `baseline`."""
+    assert model.rollout is not None
+    nxt = dataclasses.replace(
+        state,
+        phase=PROGRESSING,
+        step=step,
+        weight=model.rollout.steps[step].traffic_percent,
+        step_started=_stamp(now),
+        baseline=baseline,
+    )
+    return dataclasses.replace(nxt, message=_step_text(model, nxt))
+
+
 def _progress(
-    model: ModelSpec,
-    state: RolloutState,
-    observation: CanaryObservation | None,
-    now: datetime.datetime,
+    model: ModelSpec, state: RolloutState, pods: tuple[PodScrape, ...], now: datetime.datetime
 ) -> tuple[RolloutState, Event | None]:
     assert model.rollout is not None and state.target is not None
-    analysis = model.rollout.analysis
-    total = observation.figures if observation is not None else VersionFigures()
-    figures = VersionFigures(
-        requests=total.requests - state.baseline_requests,
-        errors=total.errors - state.baseline_errors,
-        buckets=total.buckets,  # latency: since the pods started
-    )
-    if figures.requests < 0 or figures.errors < 0:  # counters reset (pods restarted)
-        figures = total
-    p99 = figures.latency_quantile_ms(0.99)
-    measured = dataclasses.replace(
-        state,
-        canary_requests=int(figures.requests),
-        canary_error_ratio=round(figures.error_ratio, 6) if figures.requests else None,
-        canary_latency_p99_ms=p99 if p99 is not None and p99 != float("inf") else None,
-    )
-    enough = figures.requests >= analysis.min_requests
-    failures = []
-    if enough and analysis.max_error_ratio is not None:
-        if figures.error_ratio > analysis.max_error_ratio:
-            failures.append(
-                f"error ratio {figures.error_ratio:.4f} > {analysis.max_error_ratio} "
-                f"({int(figures.errors)} of {int(figures.requests)} requests)"
-            )
-    if enough and analysis.max_latency_p99_ms is not None and p99 is not None:
-        if p99 > analysis.max_latency_p99_ms:
-            failures.append(f"p99 latency {p99:g} ms > {analysis.max_latency_p99_ms:g} ms")
-    if failures:
-        message = f"canary {state.target} failed the analysis: {'; '.join(failures)}"
-        back = dataclasses.replace(
-            measured, phase=ROLLED_BACK, weight=0, step_started=None, message=message
-        )
-        return back, Event("Warning", "RolloutRolledBack", f"{model.name}: {message}")
+    spec = model.rollout.analysis
     started = _parse(state.step_started) or now
     pause = model.rollout.steps[state.step].pause_seconds
+    overdue = (now - started).total_seconds() >= pause + spec.progress_deadline_seconds
+    if state.baseline is None:
+        # No window for this step in memory (the operator restarted): start it again.
+        baseline = analysis.take_baseline(pods)
+        if baseline is not None:
+            restarted = _enter_step(model, state, state.step, baseline, now)
+            message = f"{restarted.message}; analysis window restarted (no baseline in memory)"
+            return dataclasses.replace(restarted, message=message), None
+        return _inconclusive(
+            model, state, Verdict(analysis.INCONCLUSIVE, _no_metrics(state, pods)), overdue
+        )
+    canary = analysis.window(state.baseline, pods, state.target)
+    stable = analysis.window(state.baseline, pods, state.stable)
+    if canary is None or stable is None:
+        verdict = Verdict(analysis.INCONCLUSIVE, _no_metrics(state, pods))
+        return _inconclusive(model, state, verdict, overdue)
+    verdict = analysis.judge(spec, canary, stable)
+    measured = dataclasses.replace(
+        state, result=verdict.result, canary=verdict.canary, reference=verdict.stable
+    )
+    if verdict.result == analysis.FAILED:
+        return _roll_back(
+            model, measured, f"canary {state.target} failed the analysis: {verdict.reason}", verdict
+        )
     if (now - started).total_seconds() < pause:
-        return measured, None
-    if not enough:
-        message = (
-            f"step {state.step + 1}/{len(model.rollout.steps)}: waiting for "
-            f"{analysis.min_requests} requests on {state.target} (have {int(figures.requests)})"
-        )
+        message = f"{_step_text(model, state)}; pausing {pause} s; {verdict.reason}"
         return dataclasses.replace(measured, message=message), None
+    if verdict.result == analysis.INCONCLUSIVE:
+        return _inconclusive(model, measured, verdict, overdue)
     if state.step + 1 < len(model.rollout.steps):
-        step_no = state.step + 1
-        step = model.rollout.steps[step_no]
-        nxt = dataclasses.replace(
-            measured,
-            step=step_no,
-            weight=step.traffic_percent,
-            step_started=_stamp(now),
-            message=(
-                f"step {step_no + 1}/{len(model.rollout.steps)}: "
-                f"{step.traffic_percent}% to {state.target}"
-            ),
+        baseline = analysis.take_baseline(pods)
+        assert baseline is not None  # every pod answered: the windows above exist
+        nxt = _enter_step(model, measured, state.step + 1, baseline, now)
+        text = f"{model.name}: {nxt.message} (step {state.step + 1} passed: {verdict.figures()})"
+        return nxt, Event("Normal", "RolloutProgressing", text)
+    return _promote(model, measured, f"promoted {state.target} (was {state.stable})", verdict)
+
+
+def _inconclusive(
+    model: ModelSpec, state: RolloutState, verdict: Verdict, overdue: bool
+) -> tuple[RolloutState, Event | None]:
+    """No verdict this round: wait, or past the deadline do what the spec says."""
+    assert model.rollout is not None
+    spec = model.rollout.analysis
+    waiting = dataclasses.replace(
+        state,
+        result=analysis.INCONCLUSIVE,
+        message=f"{_step_text(model, state)}; {verdict.reason}",
+    )
+    if not overdue:
+        return waiting, None
+    why = (
+        f"no verdict {spec.progress_deadline_seconds} s after step {state.step + 1}'s pause "
+        f"(progressDeadlineSeconds): {verdict.reason}"
+    )
+    if spec.on_progress_deadline == PROMOTE:
+        return _promote(
+            model, waiting, f"promoted {state.target} (was {state.stable}): {why}", verdict
         )
-        return nxt, Event("Normal", "RolloutProgressing", f"{model.name}: {nxt.message}")
+    return _roll_back(model, waiting, f"canary {state.target} rolled back: {why}", verdict)
+
+
+def _with_figures(message: str, verdict: Verdict) -> str:
+    figures = verdict.figures()
+    return f"{message} ({figures})" if figures else message
+
+
+def _roll_back(
+    model: ModelSpec, state: RolloutState, message: str, verdict: Verdict
+) -> tuple[RolloutState, Event]:
+    back = dataclasses.replace(
+        state, phase=ROLLED_BACK, weight=0, step_started=None, message=message, baseline=None
+    )
+    return back, Event(
+        "Warning", "RolloutRolledBack", f"{model.name}: {_with_figures(message, verdict)}"
+    )
+
+
+def _promote(
+    model: ModelSpec, state: RolloutState, message: str, verdict: Verdict
+) -> tuple[RolloutState, Event]:
+    assert state.target is not None
     done = dataclasses.replace(
-        measured,
+        state,
         phase=PROMOTED,
         stable=state.target,
         weight=0,
         step_started=None,
-        message=f"promoted {state.target} (was {state.stable})",
+        message=message,
+        baseline=None,
     )
-    return done, Event("Normal", "RolloutPromoted", f"{model.name}: {done.message}")
+    return done, Event(
+        "Normal", "RolloutPromoted", f"{model.name}: {_with_figures(message, verdict)}"
+    )
+
+
+class AnalysisWindows:
+    """Each running step's baseline by (TFModel UID, model), in the operator's memory.
+
+    Only the window matching the state in status is attached, so a state written by an
+    earlier step (or an operator that lost its memory) gets none and restarts its window.
+    """
+
+    def __init__(self) -> None:
+        self._by: dict[tuple[str, str], tuple[tuple[Any, ...], Baseline]] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, owner: str, state: RolloutState) -> RolloutState:
+        with self._lock:
+            entry = self._by.get((owner, state.model))
+        if entry is None or entry[0] != state.window_key() or state.phase != PROGRESSING:
+            return state
+        return dataclasses.replace(state, baseline=entry[1])
+
+    def remember(self, owner: str, states: list[RolloutState]) -> None:
+        """Keep the windows of `owner`'s running steps; drop the rest of its entries."""
+        with self._lock:
+            for key in [k for k in self._by if k[0] == owner]:
+                del self._by[key]
+            for state in states:
+                if state.phase == PROGRESSING and state.baseline is not None:
+                    self._by[(owner, state.model)] = (state.window_key(), state.baseline)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._by)
 
 
 def effective_model(model: ModelSpec, state: RolloutState | None) -> ModelSpec:

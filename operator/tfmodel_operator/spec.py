@@ -27,11 +27,24 @@ class RolloutStep:
     pause_seconds: int = 60
 
 
+ROLL_BACK, PROMOTE = "RollBack", "Promote"
+
+
 @dataclass(frozen=True)
 class Analysis:
+    """How a rollout step is judged (analysis.py); defaults as the CRD's."""
+
+    min_requests: int = 100
+    # Relative to stable over the same window (None: that check is off).
+    max_fault_ratio_increase: float | None = 0.01
+    max_latency_p99_factor: float | None = 2.0
+    latency_tolerance_ms: float = 5.0  # p99 differences below this never fail a step
+    # Absolute, optional.
     max_error_ratio: float | None = None
     max_latency_p99_ms: float | None = None
-    min_requests: int = 100
+    # A step not judged (too few requests, pods not answering) this long after its pause.
+    progress_deadline_seconds: int = 600
+    on_progress_deadline: str = ROLL_BACK  # ROLL_BACK | PROMOTE
 
 
 @dataclass(frozen=True)
@@ -43,13 +56,38 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A Secret holding S3 credentials; its keys become the pod's AWS_* env vars."""
+
+    name: str
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """Where the s3:// models live. One per TFModel: the server reads it from the
+    standard AWS SDK environment variables, which are per process."""
+
+    endpoint: str | None = None  # None: AWS S3 itself
+    region: str | None = None
+    secret_ref: SecretRef | None = None  # None: the pod's own identity (IRSA, node role)
+    addressing_style: str = "auto"  # path for stores without virtual-hosted buckets
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
-    base_path: str
+    base_path: str  # a directory under /models, or s3://bucket/prefix
     policy: VersionPolicy
     labels: tuple[tuple[str, int], ...]  # sorted by label
     canary_traffic_percent: int | None = None  # None: no split file entry
     rollout: Rollout | None = None
+    object_store: ObjectStore | None = None  # storage.s3 of this model
+
+    @property
+    def on_object_store(self) -> bool:
+        return self.base_path.startswith("s3://")
 
 
 @dataclass(frozen=True)
@@ -80,7 +118,7 @@ class ServiceSpec:
 @dataclass(frozen=True)
 class TFModelSpec:
     models: tuple[ModelSpec, ...]
-    storage: dict[str, Any]
+    storage: dict[str, Any]  # the /models volume; {} when every model is on s3://
     replicas: int = 1
     image: str = "tfmodel/tfmodel-server:0.1.0"
     image_pull_policy: str = "IfNotPresent"
@@ -96,6 +134,73 @@ class TFModelSpec:
     autoscaling: Autoscaling | None = None
     pdb: dict[str, Any] | None = None
     service: ServiceSpec = field(default_factory=ServiceSpec)
+    # s3:// models: the store's settings, and the emptyDir the versions are cached on.
+    object_store: ObjectStore | None = None
+    model_cache_size_limit: str | None = None
+
+    @property
+    def uses_object_store(self) -> bool:
+        return any(m.on_object_store for m in self.models)
+
+
+def _secret_ref(raw: dict[str, Any] | None) -> SecretRef | None:
+    if raw is None:
+        return None
+    return SecretRef(
+        name=raw["name"],
+        access_key_id_key=raw.get("accessKeyIdKey") or SecretRef.access_key_id_key,
+        secret_access_key_key=raw.get("secretAccessKeyKey") or SecretRef.secret_access_key_key,
+    )
+
+
+def _object_store(raw: dict[str, Any]) -> ObjectStore:
+    endpoint = raw.get("endpoint") or None
+    return ObjectStore(
+        endpoint=endpoint,
+        region=raw.get("region") or None,
+        secret_ref=_secret_ref(raw.get("secretRef")),
+        # Non-AWS stores (SeaweedFS, MinIO, Ceph) mostly need path-style requests.
+        addressing_style=raw.get("addressingStyle") or ("path" if endpoint else "auto"),
+    )
+
+
+def _s3_base_path(model: str, raw: dict[str, Any]) -> str:
+    bucket, prefix = raw.get("bucket") or "", (raw.get("prefix") or "").strip("/")
+    if not bucket:
+        raise SpecError(f"model {model}: storage.s3.bucket is empty")
+    if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
+        raise SpecError(f"model {model}: storage.s3.prefix {prefix!r} has an empty, . or .. part")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def _model_storage(raw: dict[str, Any]) -> tuple[str, ObjectStore | None]:
+    """(base path, the model's own object store settings) from basePath or storage.s3."""
+    name = raw["name"]
+    s3 = (raw.get("storage") or {}).get("s3")
+    base = raw.get("basePath")
+    if (s3 is None) == (base is None):
+        raise SpecError(f"model {name}: set exactly one of basePath or storage.s3")
+    if s3 is not None:
+        return _s3_base_path(name, s3), _object_store(s3)
+    assert base is not None
+    if not (base.startswith("/models/") or base.startswith("s3://")):
+        raise SpecError(
+            f"model {name}: basePath {base} must be under /models/ (spec.storage) or s3://"
+        )
+    return base, None
+
+
+def _one_object_store(models: tuple[ModelSpec, ...], raw: dict[str, Any] | None) -> ObjectStore:
+    """spec.objectStore, or the storage.s3 settings every s3:// model shares."""
+    stores = {m.object_store for m in models if m.object_store is not None}
+    if raw is not None:
+        stores.add(_object_store(raw))
+    if len(stores) > 1:
+        raise SpecError(
+            "every s3:// model of a TFModel must use the same endpoint, region, secretRef "
+            "and addressingStyle (the server reads one object store from its environment)"
+        )
+    return stores.pop() if stores else ObjectStore()
 
 
 def _policy(raw: dict[str, Any] | None) -> VersionPolicy:
@@ -137,13 +242,15 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
                 "version label"
             )
     rollout = _rollout(raw["name"], raw.get("rollout"), policy, dict(labels), percent)
+    base_path, object_store = _model_storage(raw)
     return ModelSpec(
         name=raw["name"],
-        base_path=raw["basePath"],
+        base_path=base_path,
         policy=policy,
         labels=labels,
         canary_traffic_percent=percent,
         rollout=rollout,
+        object_store=object_store,
     )
 
 
@@ -172,18 +279,39 @@ def _rollout(
             f"model {model}: a rollout serves two versions at once; versionPolicy latest "
             "needs numVersions >= 2 (or use specific or all)"
         )
-    analysis = raw.get("analysis") or {}
-    return Rollout(
-        steps=steps,
-        analysis=Analysis(
-            max_error_ratio=(
-                float(analysis["maxErrorRatio"]) if "maxErrorRatio" in analysis else None
-            ),
-            max_latency_p99_ms=(
-                float(analysis["maxLatencyP99Ms"]) if "maxLatencyP99Ms" in analysis else None
-            ),
-            min_requests=int(analysis.get("minRequests", 100)),
+    return Rollout(steps=steps, analysis=_analysis(model, raw.get("analysis") or {}))
+
+
+def _number(raw: dict[str, Any], key: str, default: float | None) -> float | None:
+    return float(raw[key]) if raw.get(key) is not None else default
+
+
+def _analysis(model: str, raw: dict[str, Any]) -> Analysis:
+    compare = bool(raw.get("compareWithStable", True))
+    on_deadline = str(raw.get("onProgressDeadline", ROLL_BACK))
+    if on_deadline not in (ROLL_BACK, PROMOTE):
+        raise SpecError(
+            f"model {model}: rollout.analysis.onProgressDeadline must be {ROLL_BACK} or "
+            f"{PROMOTE}, not {on_deadline!r}"
+        )
+    default = Analysis()
+    return Analysis(
+        min_requests=int(raw.get("minRequests", default.min_requests)),
+        max_fault_ratio_increase=(
+            _number(raw, "maxFaultRatioIncrease", default.max_fault_ratio_increase)
+            if compare
+            else None
         ),
+        max_latency_p99_factor=(
+            _number(raw, "maxLatencyP99Factor", default.max_latency_p99_factor) if compare else None
+        ),
+        latency_tolerance_ms=float(raw.get("latencyToleranceMs", default.latency_tolerance_ms)),
+        max_error_ratio=_number(raw, "maxErrorRatio", None),
+        max_latency_p99_ms=_number(raw, "maxLatencyP99Ms", None),
+        progress_deadline_seconds=int(
+            raw.get("progressDeadlineSeconds", default.progress_deadline_seconds)
+        ),
+        on_progress_deadline=on_deadline,
     )
 
 
@@ -220,8 +348,15 @@ def parse_spec(raw: dict[str, Any]) -> TFModelSpec:
     if len(set(names)) != len(names):
         raise SpecError(f"model names must be unique: {names}")
     storage = raw.get("storage") or {}
-    if len(storage) != 1:
-        raise SpecError("spec.storage must set exactly one volume source")
+    local = [m.name for m in parsed if not m.on_object_store]
+    if len(storage) > 1 or (local and len(storage) != 1):
+        raise SpecError(
+            "spec.storage must set exactly one volume source"
+            + (f" (models {', '.join(local)} are on it)" if local else "")
+        )
+    on_s3 = any(m.on_object_store for m in parsed)
+    object_store = _one_object_store(parsed, raw.get("objectStore")) if on_s3 else None
+    cache = raw.get("modelCache") or {}
     svc = raw.get("service") or {}
     return TFModelSpec(
         models=parsed,
@@ -248,4 +383,6 @@ def parse_spec(raw: dict[str, Any]) -> TFModelSpec:
             rest_port=int(svc.get("restPort", 8501)),
             annotations=dict(svc.get("annotations") or {}),
         ),
+        object_store=object_store,
+        model_cache_size_limit=str(cache["sizeLimit"]) if cache.get("sizeLimit") else None,
     )

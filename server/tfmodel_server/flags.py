@@ -65,6 +65,9 @@ class ServerOptions:
     event_loop: str = "uvloop"
     drain_timeout_seconds: float = 30.0
     traffic_split_file: str = ""
+    # --- object storage (see _add_object_store_flags) ---
+    model_cache_dir: str = "/tmp/tfmodel-model-cache"
+    s3_addressing_style: str = "auto"
     # --- drop-in fidelity block (see _add_fidelity_flags) ---
     grpc_socket_path: str = ""
     ssl_config_file: str = ""
@@ -166,9 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(or for no version or label) to the canary label's version",
     )
     _add_fidelity_flags(p, flag_bool)
+    _add_object_store_flags(p)
     _add_request_limit_flags(p)
     _add_limit_flags(p)
     return p
+
+
+def _add_object_store_flags(p: argparse.ArgumentParser) -> None:
+    """tfmodel: s3:// base paths (endpoint, region, credentials: the AWS SDK env vars/files)."""
+    p.add_argument(
+        "--model_cache_dir",
+        default="/tmp/tfmodel-model-cache",
+        help="tfmodel: where versions of s3:// base paths are downloaded and loaded from; "
+        "kept across restarts and reused when the store's listing still matches",
+    )
+    p.add_argument(
+        "--s3_addressing_style",
+        choices=("auto", "path", "virtual"),
+        default="auto",
+        help="tfmodel: S3 bucket addressing; path (http://host/bucket/key) for stores "
+        "without virtual-hosted buckets",
+    )
 
 
 def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
@@ -414,6 +435,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         event_loop=ns.event_loop,
         drain_timeout_seconds=ns.drain_timeout_seconds,
         traffic_split_file=ns.traffic_split_file,
+        model_cache_dir=ns.model_cache_dir,
+        s3_addressing_style=ns.s3_addressing_style,
         grpc_socket_path=ns.grpc_socket_path,
         ssl_config_file=ns.ssl_config_file,
         rest_api_enable_cors_support=ns.rest_api_enable_cors_support,

@@ -29,6 +29,7 @@ from tfmodel_server.apis.cors import cors_middleware
 from tfmodel_server.apis.grpc_api import add_services
 from tfmodel_server.apis.rest_api import RestState, build_app
 from tfmodel_server.core.manager import AVAILABLE, ManagerOptions, ServableManager
+from tfmodel_server.core.states import END
 from tfmodel_server.errors import ServingError
 from tfmodel_server.flags import ServerOptions
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
@@ -42,7 +43,10 @@ from tfmodel_server.security.auth import TokenFileError, TokenStore
 from tfmodel_server.security.interceptors import TokenInterceptor, rest_token_middleware
 from tfmodel_server.servables.tensorflow.loader import LoaderOptions, SavedModelLoader
 from tfmodel_server.servables.tensorflow.servable import Servable
+from tfmodel_server.sources import s3
 from tfmodel_server.sources.file_system import FileSystemSource
+from tfmodel_server.sources.model_cache import CachingLoader, ModelCache
+from tfmodel_server.sources.object_store import ObjectStoreSource, RoutingSource
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +82,17 @@ def initial_config(
     """
     try:
         if options.model_config_file:
-            watcher = config_lib.ConfigFileWatcher(options.model_config_file)
+            watcher = config_lib.ConfigFileWatcher(options.model_config_file, s3_settings(options))
             return watcher.read_if_changed(), watcher
         cfg = config_lib.single_model_config(options.model_name, options.model_base_path)
         config_lib.validate_model_server_config(cfg, "--model_base_path")
         return cfg, None
     except config_lib.ConfigError as e:
         raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+
+
+def s3_settings(options: ServerOptions) -> s3.S3Settings:
+    return s3.S3Settings(addressing_style=options.s3_addressing_style)
 
 
 class ModelServer:
@@ -98,9 +106,12 @@ class ModelServer:
                 inter_op_parallelism=options.tensorflow_inter_op_parallelism,
             )
         )
+        # s3:// base paths: versions are downloaded into the cache when the policy picks them.
+        self.model_cache = ModelCache(options.model_cache_dir, s3_settings(options))
+        self._stopping = False
         self.manager: ServableManager[Servable] = ServableManager(
-            loader,
-            FileSystemSource(),
+            CachingLoader(loader, self.model_cache),
+            RoutingSource(FileSystemSource(), ObjectStoreSource(s3_settings(options))),
             ManagerOptions(
                 file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
                 max_num_load_retries=options.max_num_load_retries,
@@ -112,6 +123,7 @@ class ModelServer:
         self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
         # After the core's own listener: report labels as they move, not only at reload.
         self.manager.add_listener(self._refresh_pending_labels)
+        self.manager.add_listener(self._evict_dropped_versions)
         self.runner: InferenceRunner = self.ext.runner or DirectRunner(options.grpc_max_threads)
         self.service = InferenceService(
             self.manager,
@@ -167,6 +179,22 @@ class ModelServer:
             )
         await self._apply(cfg, "ReloadConfigRequest")
 
+    def _evict_dropped_versions(self) -> None:
+        """The cache holds what the manager holds: a version the policy dropped, deleted
+        from the bucket or failed is deleted from disk once it has unloaded. Never on
+        shutdown: the next container in the pod reuses the cache."""
+        if self._stopping:
+            return
+        keep: dict[str, set[int]] = {}  # per base path: two models may share one
+        names: dict[str, str] = {}
+        for info in self.manager.list_models():
+            if s3.is_s3_url(info.base_path):
+                held = {v.version for v in info.versions if v.state != END}
+                keep.setdefault(info.base_path, set()).update(held)
+                names.setdefault(info.base_path, info.name)
+        for base_path, versions in keep.items():
+            self.model_cache.evict_except(names[base_path], base_path, versions)
+
     def _refresh_pending_labels(self) -> None:
         self.rest_state.config_status["pending_labels"] = self.core.pending_labels()
 
@@ -196,7 +224,8 @@ class ModelServer:
             except asyncio.TimeoutError:
                 pass
             try:
-                cfg = watcher.read_if_changed()
+                # A thread: an s3:// config is a network read.
+                cfg = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("config reload rejected, keeping the current config: %s", e)
                 self._record_reload(False, str(e), watcher.path)
@@ -236,6 +265,7 @@ class ModelServer:
         watcher: config_lib.ConfigFileWatcher | None = None,
     ) -> None:
         opts = self.options
+        await asyncio.to_thread(self.model_cache.sweep_temp)
         if opts.listen_before_models_load:
             await self._open_ports()
             await self.manager.start()
@@ -342,7 +372,7 @@ class ModelServer:
             self.rest_state,
             self.ext.rest_observer or _noop,
             opts.rest_api_timeout_in_ms / 1000.0,
-            self.ext.rest_routes,
+            [*self.ext.rest_routes, ("GET", "/v1/cache", self._cache_status)],
             middlewares=[
                 # Outermost: the body deadline holds before auth or CORS run.
                 rest_connections.limits_middleware(guard, lambda: self.rest_state.draining),
@@ -379,6 +409,13 @@ class ModelServer:
         self.rest_port = sockets[0].getsockname()[1] if sockets else opts.rest_api_port
         self._rest, self._rest_listener, self._guard = runner, listener, guard
 
+    async def _cache_status(self, request: web.Request) -> web.Response:
+        """tfmodel: per s3:// version, downloading/cached/failed and the bytes this process
+        fetched (the operator copies it into the TFModel status)."""
+        return web.json_response(
+            {"cache_dir": self.model_cache.root, "models": self.model_cache.status()}
+        )
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -391,6 +428,7 @@ class ModelServer:
         # 1. Not ready: /readyz 503, gRPC health NOT_SERVING, REST responses
         #    carry `Connection: close`; everything is still served.
         self.rest_state.draining = True
+        self._stopping = True  # keep the model cache for the next container
         self._stop.set()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()

@@ -712,13 +712,14 @@ def test_manages_field_reads_managed_fields():
 
 
 def test_pods_are_probed_at_once_under_one_deadline():
-    """Five pods that never answer cost one deadline, not five timeouts; answers still count."""
+    """Five pods that never answer cost one deadline, not five timeouts; answers still count.
+    Every running pod is asked (no cap), with its UID and restart count for the analysis."""
     import http.server
     import socket
     import threading
     import time
 
-    from tfmodel_operator.probe import probe_pods
+    from tfmodel_operator.probe import PodClient
 
     silent = [socket.socket() for _ in range(5)]
     for sock in silent:
@@ -739,8 +740,9 @@ def test_pods_are_probed_at_once_under_one_deadline():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    def pod(port: int) -> dict:
+    def pod(port: int, uid: str = "u") -> dict:
         return {
+            "metadata": {"uid": uid},
             "spec": {
                 "containers": [
                     {
@@ -749,20 +751,30 @@ def test_pods_are_probed_at_once_under_one_deadline():
                     }
                 ]
             },
-            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+            "status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "containerStatuses": [{"name": names.SERVER_CONTAINER, "restartCount": 2}],
+            },
         }
 
-    pods = [pod(s.getsockname()[1]) for s in silent] + [pod(server.server_address[1])]
+    answering = [pod(server.server_address[1], f"ok-{i}") for i in range(25)]
+    pods = [pod(s.getsockname()[1]) for s in silent] + answering
+    client = PodClient(concurrency=32, timeout=5.0, deadline=3.0)
     try:
         start = time.monotonic()
-        reports, unreachable = probe_pods(pods, deadline=1.0)
+        answers = client.ask(pods, metrics=True)
         elapsed = time.monotonic() - start
     finally:
+        client.close()
         server.shutdown()
         for sock in silent:
             sock.close()
-    assert (reports, unreachable) == ([{"models": []}], 5)
-    assert elapsed < 2.0, elapsed
+    assert [a.models for a in answers] == [None] * 5 + [{"models": []}] * 25
+    assert [a.uid for a in answers[5:]] == [f"ok-{i}" for i in range(25)]
+    assert {a.restarts for a in answers} == {2}
+    assert all(a.metrics == '{"models": []}' for a in answers[5:])
+    assert elapsed < 3.0 + 5.0, elapsed  # one deadline, not 5 x 5 s timeouts
 
 
 # --- canary traffic split --------------------------------------------------------------------

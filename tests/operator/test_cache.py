@@ -66,7 +66,15 @@ def test_a_trimmed_pod_keeps_what_the_probes_read():
             ],
             "volumes": [{"name": "config"}],
         },
-        "status": {"phase": "Running", "podIP": "10.0.0.5", "conditions": [{"type": "Ready"}]},
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.5",
+            "conditions": [{"type": "Ready"}],
+            "containerStatuses": [
+                {"name": "server", "restartCount": 2, "image": "x"},
+                {"name": "sidecar", "restartCount": 5},
+            ],
+        },
     }
     kept = trim_pod(pod)
     assert kept == {
@@ -74,7 +82,11 @@ def test_a_trimmed_pod_keeps_what_the_probes_read():
         "spec": {
             "containers": [{"name": "server", "ports": pod["spec"]["containers"][1]["ports"]}]
         },
-        "status": {"phase": "Running", "podIP": "10.0.0.5"},
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.5",
+            "containerStatuses": [{"name": "server", "restartCount": 2}],
+        },
     }
     assert tfmodel_of(names.common_labels("m")) == "m" and tfmodel_of({}) is None
 

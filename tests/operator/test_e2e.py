@@ -358,16 +358,18 @@ def test_rollout_promotes_a_good_version_and_rolls_back_a_failing_one(
 ):
     """Edit versionLabels.stable, the operator does the rest, on a real server with traffic.
 
-    Version 3 answers every request with INVALID_ARGUMENT (its signature takes other
-    inputs): the injected errors that must roll it back.
+    A second client sends malformed requests to `stable` (about 3 % of the traffic, each
+    answered INVALID_ARGUMENT): client errors, which must not fail the healthy version 2
+    even under a 1 % absolute threshold. Version 3 fails every request server-side
+    (DEADLINE_EXCEEDED): the real fault that must roll it back.
     """
-    from tests.server.savedmodels import export_multi_input
+    from tests.server.savedmodels import export_faulty
 
     name = "lin-roll"
     models_root = tmp_path / "models"
     export_linear(models_root / "lin", 1, a=1.0, b=0.0)
     export_linear(models_root / "lin", 2, a=2.0, b=0.0)
-    export_multi_input(models_root / "lin", 3)
+    export_faulty(models_root / "lin", 3)
     objs = Objects(kube, namespace)
     objs.apply(
         {
@@ -386,7 +388,7 @@ def test_rollout_promotes_a_good_version_and_rolls_back_a_failing_one(
                                 {"trafficPercent": 20, "pauseSeconds": 2},
                                 {"trafficPercent": 50, "pauseSeconds": 2},
                             ],
-                            "analysis": {"maxErrorRatio": 0.05, "minRequests": 20},
+                            "analysis": {"maxErrorRatio": 0.01, "minRequests": 20},
                         },
                     }
                 ],
@@ -410,9 +412,25 @@ def test_rollout_promotes_a_good_version_and_rolls_back_a_failing_one(
             failures: list[str] = []
             stop = threading.Event()
 
+            malformed: list[str] = []
+
             def loop() -> None:
                 deadline = time.monotonic() + 240
+                sent = 0
                 while not stop.is_set() and time.monotonic() < deadline:
+                    sent += 1
+                    if sent % 32 == 0:  # ~3 %: an input the signature does not have
+                        request = predict_pb2.PredictRequest()
+                        request.model_spec.name = "lin"
+                        request.model_spec.version_label = "stable"
+                        request.inputs["no_such_input"].CopyFrom(
+                            tf.make_tensor_proto(np.array([1.0], np.float32))
+                        )
+                        try:
+                            stub.Predict(request, timeout=10)
+                        except grpc.RpcError as err:
+                            malformed.append(err.code().name)
+                        continue
                     try:
                         served.append(predict_version(stub, "stable"))
                     except grpc.RpcError as err:
@@ -433,7 +451,10 @@ def test_rollout_promotes_a_good_version_and_rolls_back_a_failing_one(
                     log,
                 )
                 state = rollout_state(objs, name)
-                assert state["stable"] == 2 and state["canaryRequests"] >= 20, state
+                assert state["stable"] == 2, state
+                canary = state["analysis"]["canary"]
+                assert canary["requests"] >= 20 and canary["serverFaults"] == 0, state
+                assert malformed and set(malformed) == {"INVALID_ARGUMENT"}
                 wait_for(
                     lambda: {predict_version(stub, "stable") for _ in range(30)} == {2},
                     30,
@@ -457,14 +478,17 @@ def test_rollout_promotes_a_good_version_and_rolls_back_a_failing_one(
                 )
                 state = rollout_state(objs, name)
                 assert state["stable"] == 2 and state["target"] == 3, state
-                assert "failed the analysis: error ratio" in state["message"], state
-                assert failures and set(failures) == {"INVALID_ARGUMENT"}
+                assert "failed the analysis: server-fault ratio" in state["message"], state
+                assert state["analysis"]["canary"]["serverFaults"] >= 20, state
+                assert state["analysis"]["stable"]["serverFaults"] == 0, state
+                assert failures and set(failures) == {"DEADLINE_EXCEEDED"}
                 warning = next(
                     e
                     for e in events_of(kube, namespace, name)
                     if e["reason"] == "RolloutRolledBack"
                 )
-                assert warning["type"] == "Warning" and "error ratio" in warning["message"]
+                assert warning["type"] == "Warning" and "server-fault ratio" in warning["message"]
+                assert "canary: " in warning["message"] and "; stable: " in warning["message"]
                 # Back on 2 only: the split and the canary label are gone.
                 seen_failures = len(failures)
                 time.sleep(POLL_SECONDS + 3)

@@ -135,6 +135,42 @@ def _build_multi_input(path: Path) -> None:
             builder.save()
 
 
+def _build_faulty(path: Path) -> None:
+    """serving_default x f32[-1] -> y, whose run always fails with DEADLINE_EXCEEDED.
+
+    TF's Unbatch op waits `timeout_micros` for the rest of a batch that never comes: a
+    server-side fault (the request is well-formed) without a Python op or a sleep.
+    """
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, shape=[None], name="x")
+        waiting = tf.raw_ops.Unbatch(
+            batched_tensor=tf.reshape(x, [-1, 1]),
+            batch_index=tf.constant([[0, 0, 1]], tf.int64),  # a batch of 1 claims 2 rows
+            id=tf.constant(7, tf.int64),
+            timeout_micros=1,
+        )
+        y = tf.add(x, tf.reduce_sum(waiting), name="y")
+        utils = v1.saved_model.utils
+        predict = v1.saved_model.signature_def_utils.build_signature_def(
+            inputs={"x": utils.build_tensor_info(x)},
+            outputs={"y": utils.build_tensor_info(y)},
+            method_name="tensorflow/serving/predict",
+        )
+        with v1.Session(graph=graph) as session:
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(
+                session,
+                [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={"serving_default": predict},
+                strip_default_attrs=True,
+            )
+            builder.save()
+
+
 def _build_image(path: Path) -> None:
     import tensorflow as tf
 
@@ -177,6 +213,13 @@ def export_linear(
 def export_multi_input(base_path: str | os.PathLike, version: int) -> Path:
     """serving_default: a f32[-1,2], b i64[-1], s str[-1] -> sum, s_out, s_bytes."""
     template = _template(("multi_input",), _build_multi_input)
+    return _copy_version(template, base_path, version)
+
+
+def export_faulty(base_path: str | os.PathLike, version: int) -> Path:
+    """Like export_linear's serving_default (x -> y), but every run fails server-side
+    (DEADLINE_EXCEEDED): a canary that really fails."""
+    template = _template(("faulty",), _build_faulty)
     return _copy_version(template, base_path, version)
 
 

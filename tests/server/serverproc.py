@@ -26,7 +26,13 @@ STARTUP_TIMEOUT = 240.0
 class ServerProcess:
     """`python -m tfmodel_server` on free loopback ports, log kept in a file."""
 
-    def __init__(self, *args: str, grpc_port: int | None = None, rest_port: int | None = None):
+    def __init__(
+        self,
+        *args: str,
+        grpc_port: int | None = None,
+        rest_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.grpc_port = free_port() if grpc_port is None else grpc_port
         self.rest_port = free_port() if rest_port is None else rest_port
         self.args = [
@@ -37,6 +43,7 @@ class ServerProcess:
         ]
         self.log_path = Path(tempfile.mkstemp(prefix="tfmodel-server-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
+        self.env = env
         self._channel: grpc.Channel | None = None
 
     @property
@@ -44,7 +51,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.rest_port}"
 
     def start(self) -> ServerProcess:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        env = dict(self.env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tfmodel_server", *self.args],

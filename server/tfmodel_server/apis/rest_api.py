@@ -198,6 +198,8 @@ class RestHandlers:
                 "name": info.name,
                 **status_json(status_response(info.versions)),
                 "version_labels": {k: str(v) for k, v in sorted(info.labels.items())},
+                # tfmodel: why the base path could not be listed (what loaded keeps serving).
+                **({"source_error": info.error} if info.error else {}),
             }
             for info in self.service.manager.list_models()
         ]

@@ -78,9 +78,11 @@ class InferenceService:
         JSON by the signature's dtypes, under the same handle that runs it)."""
         with self.manager.get_handle(ref.name, ref.version, ref.label) as handle:
             signature = handle.servable.signature(signature_name)
+            # Before REST decodes against the signature: its input errors are this version's
+            # requests in the metrics, as gRPC's (validate_inputs) are.
+            note_served(handle.servable.version, signature.key)
             if callable(inputs):
                 inputs = inputs(signature)
-            note_served(handle.servable.version, signature.key)
             arrays = signature.validate_inputs(inputs)
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
             return _served(handle.servable, signature), outputs

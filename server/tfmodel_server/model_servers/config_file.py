@@ -16,6 +16,8 @@ import re
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfmodel_server.sources import s3
+
 log = logging.getLogger(__name__)
 
 TENSORFLOW_PLATFORM = "tensorflow"
@@ -84,12 +86,17 @@ def validate_model_server_config(
         names.add(model.name)
         if not model.base_path:
             raise ConfigError(f"{where}: base_path is empty")
-        if _URI_SCHEME.match(model.base_path):
+        if s3.is_s3_url(model.base_path):
+            try:
+                s3.parse_s3_url(model.base_path)
+            except ValueError as e:
+                raise ConfigError(f"{where}: base_path {e}") from None
+        elif _URI_SCHEME.match(model.base_path):
             raise ConfigError(
                 f"{where}: base_path {model.base_path} is a URI; only local file system "
-                "paths are supported"
+                "paths and s3:// URLs are supported"
             )
-        if not os.path.isabs(model.base_path):
+        elif not os.path.isabs(model.base_path):
             raise ConfigError(
                 f"{where}: Expected model {model.name} to have an absolute path or URI; "
                 f"got base_path()={model.base_path}"
@@ -131,14 +138,26 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     return config
 
 
-def load_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
-    """Read, parse and validate a config file once."""
+def read_config_bytes(path: str, settings: s3.S3Settings | None = None) -> bytes:
+    """A local file (re-opened by path), or an s3:// object; ConfigError says why not."""
+    if s3.is_s3_url(path):
+        try:
+            return s3.read_object(s3.client(settings or s3.S3Settings()), path)
+        except (s3.ObjectStoreError, ValueError) as e:
+            raise ConfigError(f"{path}: cannot read model config: {e}") from None
     try:
+        # open() by path each time: follows a freshly swapped ..data symlink.
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read model config: {e.strerror or e}") from None
-    return _parse_bytes(data, path)
+
+
+def load_config_file(
+    path: str, settings: s3.S3Settings | None = None
+) -> model_server_config_pb2.ModelServerConfig:
+    """Read, parse and validate a config file (or s3:// object) once."""
+    return _parse_bytes(read_config_bytes(path, settings), path)
 
 
 def _parse_bytes(data: bytes, path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -152,26 +171,26 @@ def _parse_bytes(data: bytes, path: str) -> model_server_config_pb2.ModelServerC
 
 
 class ConfigFileWatcher:
-    """Re-reads a config file by path; reports a config only when its content changes."""
+    """Re-reads a config file (or s3:// object) by path; reports a config only when its
+    content changes."""
 
     _MISSING = "<missing>"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, settings: s3.S3Settings | None = None) -> None:
         self.path = path
+        self.settings = settings
         self._last_hash: str | None = None
         self.last_good: model_server_config_pb2.ModelServerConfig | None = None
 
     def read_if_changed(self) -> model_server_config_pb2.ModelServerConfig | None:
         """New parsed+validated config, None if unchanged; ConfigError once per bad content."""
         try:
-            # open() by path each time: follows a freshly swapped ..data symlink.
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
+            data = read_config_bytes(self.path, self.settings)
+        except ConfigError:
             if self._last_hash == self._MISSING:
                 return None
             self._last_hash = self._MISSING
-            raise ConfigError(f"{self.path}: cannot read model config: {e.strerror or e}") from None
+            raise
         digest = hashlib.sha256(data).hexdigest()
         if digest == self._last_hash:
             return None

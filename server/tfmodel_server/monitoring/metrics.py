@@ -15,6 +15,12 @@ exact names, label names and bucket limits, so existing dashboards work:
 
 tfmodel adds per-version / per-signature detail under :tfmodel: names.
 
+The "status" label is the request's gRPC status code name for REST requests too (the HTTP
+answer is TF Serving's mapping of that code, errors.http_status_for), so one label tells
+server faults (INTERNAL, UNKNOWN, UNAVAILABLE, DEADLINE_EXCEEDED, DATA_LOSS: HTTP 500, 503,
+504) from client errors (INVALID_ARGUMENT, NOT_FOUND, ...: HTTP 4xx) on both entrypoints;
+the operator's canary analysis counts only the former (tests/server/test_metrics_faults.py).
+
 TF Serving writes counters without the "_total" suffix that prometheus-client
 adds to counter families; to keep the sample names identical those families
 are exposed as "untyped" (Prometheus treats them the same for rate()).

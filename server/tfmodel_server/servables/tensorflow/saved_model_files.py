@@ -49,3 +49,23 @@ def incomplete_reason(path: str) -> str | None:
     if missing:
         return f"variables/ is missing {', '.join(missing[:3])}"
     return None
+
+
+def listing_incomplete_reason(relpaths: set[str]) -> str | None:
+    """incomplete_reason for a listing of relative paths (an object-store version prefix)."""
+    if not any(f in relpaths for f in SAVED_MODEL_FILES):
+        return "no saved_model.pb or saved_model.pbtxt"
+    names = {p[len("variables/") :] for p in relpaths if p.startswith("variables/")}
+    shards = [m for m in map(_SHARD.match, names) if m]
+    if not shards and "variables.index" not in names:
+        return None
+    if "variables.index" not in names:
+        return "variables/ has data shards but no variables.index"
+    if not shards:
+        return "variables/ has variables.index but no data shard"
+    total = int(shards[0].group(2))
+    expected = {f"variables.data-{k:05d}-of-{total:05d}" for k in range(total)}
+    missing = sorted(expected - names)
+    if missing:
+        return f"variables/ is missing {', '.join(missing[:3])}"
+    return None

@@ -1,0 +1,122 @@
+"""Builders for TFModels whose models live in an S3-compatible bucket."""
+
+from __future__ import annotations
+
+import pytest
+from tfmodel_operator import names
+from tfmodel_operator.deployment import build_deployment
+from tfmodel_operator.model_config import render_models_config
+from tfmodel_operator.spec import SpecError, parse_spec
+from tfmodel_server.model_servers.config_file import (
+    parse_model_server_config,
+    validate_model_server_config,
+)
+
+S3 = {
+    "endpoint": "http://seaweedfs.storage.svc:8333",
+    "bucket": "models",
+    "prefix": "tf_serving/resnet/",
+    "region": "us-east-1",
+    "secretRef": {"name": "s3-credentials"},
+}
+
+
+def pod(raw: dict) -> dict:
+    return build_deployment("t", "ns", parse_spec(raw))["spec"]["template"]["spec"]
+
+
+def test_storage_s3_becomes_an_s3_base_path_the_server_accepts():
+    spec = parse_spec({"models": [{"name": "resnet", "storage": {"s3": S3}}]})
+    assert spec.models[0].base_path == "s3://models/tf_serving/resnet"
+    text = render_models_config(spec)
+    validate_model_server_config(parse_model_server_config(text, "models.config"), "t")
+
+
+def test_credentials_come_from_the_secret_by_reference_only():
+    spec = {"models": [{"name": "resnet", "storage": {"s3": S3}}]}
+    container = pod(spec)["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ENDPOINT_URL"]["value"] == S3["endpoint"]
+    assert env["AWS_REGION"]["value"] == "us-east-1"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
+    }
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    assert all("value" not in env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    # A non-AWS endpoint: path-style requests unless the spec says otherwise.
+    assert "--s3_addressing_style=path" in container["args"]
+    assert f"--model_cache_dir={names.MODEL_CACHE_DIR}" in container["args"]
+
+
+def test_cache_is_an_emptydir_sized_by_the_spec_and_no_models_volume_when_all_on_s3():
+    spec = {
+        "models": [{"name": "resnet", "basePath": "s3://models/resnet"}],
+        "objectStore": {"region": "eu-west-1"},
+        "modelCache": {"sizeLimit": "20Gi"},
+    }
+    p = pod(spec)
+    volumes = {v["name"]: v for v in p["volumes"]}
+    assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {"sizeLimit": "20Gi"}}
+    assert "models" not in volumes
+    mounts = {m["name"]: m for m in p["containers"][0]["volumeMounts"]}
+    assert mounts["model-cache"]["mountPath"] == names.MODEL_CACHE_DIR
+    assert "models" not in mounts
+    env = {e["name"]: e for e in p["containers"][0]["env"]}
+    assert set(env) == {"AWS_REGION"}  # no secret: the pod's own identity (IRSA, node role)
+    assert "--s3_addressing_style=auto" in p["containers"][0]["args"]
+
+
+def test_local_models_keep_their_volume_next_to_s3_models():
+    spec = {
+        "models": [
+            {"name": "local", "basePath": "/models/local"},
+            {"name": "remote", "storage": {"s3": S3}},
+        ],
+        "storage": {"hostPath": {"path": "/srv/models"}},
+    }
+    volumes = {v["name"] for v in pod(spec)["volumes"]}
+    assert {"models", "model-cache"} <= volumes
+
+
+def test_no_object_store_no_cache_no_env():
+    p = pod(
+        {
+            "models": [{"name": "m", "basePath": "/models/m"}],
+            "storage": {"hostPath": {"path": "/d"}},
+        }
+    )
+    assert "env" not in p["containers"][0]
+    assert "model-cache" not in {v["name"] for v in p["volumes"]}
+    assert not any(a.startswith("--model_cache_dir") for a in p["containers"][0]["args"])
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        (
+            {"models": [{"name": "m", "basePath": "s3://b/m", "storage": {"s3": S3}}]},
+            "exactly one of basePath or storage.s3",
+        ),
+        ({"models": [{"name": "m", "basePath": "/models/m"}]}, "models m are on it"),
+        (
+            {
+                "models": [
+                    {"name": "a", "storage": {"s3": S3}},
+                    {"name": "b", "storage": {"s3": S3 | {"endpoint": "http://other:9000"}}},
+                ]
+            },
+            "same endpoint, region, secretRef",
+        ),
+        ({"models": [{"name": "m", "storage": {"s3": S3 | {"bucket": ""}}}]}, "bucket is empty"),
+        (
+            {"models": [{"name": "m", "storage": {"s3": S3 | {"prefix": "a/../b"}}}]},
+            "has an empty, . or .. part",
+        ),
+        ({"models": [{"name": "m", "basePath": "gs://b/m"}]}, "under /models/ .* or s3://"),
+    ],
+)
+def test_object_store_spec_errors(raw, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(raw)
