@@ -451,6 +451,10 @@ def reconcile(
     `report_transient`, errors that may pass (kubeapi.transient) are raised, not reported.
     """
     meta = body["metadata"]
+    if pods is None and rollout_running(body):
+        # Asked once for all attempts: a retry after a conflict re-reads only the TFModel,
+        # so the time between that read and the write stays short.
+        pods = observe_pods(api, meta["namespace"], meta["name"], True, view, pod_client)
     for _attempt in range(MAX_CONFLICTS):
         try:
             return _reconcile_once(

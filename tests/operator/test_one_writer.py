@@ -107,6 +107,7 @@ def test_concurrent_spec_edits_during_a_rollout_make_each_transition_once(
             )  # fmt: skip
             edits["ok" if done.returncode == 0 else "failed"] += 1
             replicas = 1 + (replicas % 3)
+            time.sleep(0.5)  # a busy fleet's pace; unpaced, every status write would conflict
 
     editors = [threading.Thread(target=edit, args=(i,), daemon=True) for i in range(3)]
     for thread in editors:
@@ -125,7 +126,11 @@ def test_concurrent_spec_edits_during_a_rollout_make_each_transition_once(
             ],
             "json",
         )
-        wait_for(lambda: phase(objs, name) == "Promoted", 120, "rollout Promoted", operator.log)
+        try:
+            wait_for(lambda: phase(objs, name) == "Promoted", 120, "rollout Promoted")
+        except AssertionError as err:
+            rollouts = (objs.get("tfmodel", name) or {}).get("status", {}).get("rollouts")
+            raise AssertionError(f"{err}; rollouts: {rollouts}\n{operator.log()[-3000:]}") from err
     finally:
         stop.set()
         for thread in editors:
