@@ -9,7 +9,7 @@ PYTHON ?= python3
 KEEP ?=
 DEMO_API_PORT ?= 16443
 
-.PHONY: setup lock demo demo-down demo-server test lint images push bench bench-quick
+.PHONY: setup lock demo demo-down demo-server test lint images push bench bench-quick bench-operator
 setup: $(VENV)/.installed
 
 # constraints.txt pins every dependency of every extra (the lock): the venv, both images
@@ -63,3 +63,9 @@ bench: setup
 
 bench-quick: setup
 	$(VENV)/bin/python -m bench.run --quick $(BENCH_ARGS)
+
+# The operator at scale (docs/operator-at-scale.md): N TFModels against the test API server.
+# OPERATOR_BENCH_ARGS='--counts 50,200,1000' or '--before ../main/operator' (side by side).
+OPERATOR_BENCH_ARGS ?= --counts 50,200
+bench-operator: setup
+	$(VENV)/bin/python -m bench.operator $(OPERATOR_BENCH_ARGS)

@@ -10,6 +10,9 @@ needs applying again only when
   a field, so the operator's own managedFields entry is no longer what it was after the
   apply (a `kubectl edit`, `kubectl scale`, a controller overwriting a value).
 
+A child the operator does not watch (a ServiceMonitor) is read again at most every
+RECHECK_S seconds while its manifest is unchanged; watched children come from the watch.
+
 Kept in memory only: after a restart every child is applied once (a no-op write) and
 remembered again. Pure: no API calls here.
 """
@@ -48,6 +51,7 @@ class Record:
 
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
+RECHECK_S = 300.0
 
 
 @dataclass
@@ -57,6 +61,21 @@ class AppliedChildren:
     records: dict[Key, Record] = field(default_factory=dict)
     known_absent: set[Key] = field(default_factory=set)
     discovery: dict[str, tuple[float, bool]] = field(default_factory=dict)  # API -> (when, served)
+    last_checked: dict[Key, float] = field(default_factory=dict)  # unwatched: when last read
+
+    def checked(self, key: Key, now: float) -> None:
+        self.last_checked[key] = now
+
+    def recently_checked(self, key: Key, manifest: dict[str, Any], now: float) -> bool:
+        """An unwatched child read and found as applied less than RECHECK_S ago."""
+        record = self.records.get(key)
+        when = self.last_checked.get(key)
+        return (
+            record is not None
+            and when is not None
+            and now - when < RECHECK_S
+            and record.desired == manifest_hash(manifest)
+        )
 
     def up_to_date(self, key: Key, manifest: dict[str, Any], live: dict[str, Any]) -> bool:
         record = self.records.get(key)
@@ -75,6 +94,7 @@ class AppliedChildren:
 
     def forget(self, key: Key) -> None:
         self.records.pop(key, None)
+        self.last_checked.pop(key, None)
 
     def mark_absent(self, key: Key) -> None:
         """An optional child seen missing or not ours; no need to look again until applied."""

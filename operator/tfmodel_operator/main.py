@@ -32,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=15.0,
         help="seconds between status refreshes and drift repair",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="threads running reconciles (API calls and pod probes); bounds the concurrent "
+        "API requests whatever the number of TFModels",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 
@@ -41,11 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.status_interval <= 0:
         print("tfmodel-operator: --status-interval must be positive", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("tfmodel-operator: --workers must be at least 1", file=sys.stderr)
+        return 2
     import kopf
 
     from . import handlers
 
-    registry = handlers.register(kopf.OperatorRegistry(), status_interval=args.status_interval)
+    registry = handlers.register(
+        kopf.OperatorRegistry(), status_interval=args.status_interval, workers=args.workers
+    )
     # One log handler (kopf's), each object's line prefixed with [namespace/name].
     kopf.configure(verbose=args.verbose, log_prefix=True)
     kopf.run(

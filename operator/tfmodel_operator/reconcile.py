@@ -1,4 +1,11 @@
-"""One reconcile pass: apply the children, check what the schema cannot, write status."""
+"""One reconcile pass: apply the children, check what the schema cannot, write status.
+
+Runs on a worker thread, one at a time per TFModel (handlers.py). The children and pods
+come from the operator's watches (cache.View); the API is read only for what is not
+watched. A rollout decision is written first, with the TFModel's resourceVersion as a
+precondition, and its event posted only once that write succeeded: a decision taken from
+an outdated snapshot fails with a conflict and is taken again from the fresh object.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ from kubernetes.client.exceptions import ApiException
 
 from . import kubeapi, names, ownership
 from .analysis import PodScrape
-from .applied import AppliedChildren
+from .applied import RECHECK_S, AppliedChildren
+from .cache import View
 from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
 from .ownership import Ownership
 from .probe import PodAnswer, PodClient
@@ -42,6 +50,8 @@ def apply_children(
     spec: TFModelSpec,
     logger: logging.Logger | logging.LoggerAdapter,
     applied: AppliedChildren | None = None,
+    view: View | None = None,
+    report_transient: bool = True,
 ) -> tuple[list[Problem], dict[str, Any] | None]:
     """Apply every child this TFModel controls or may create; report the rest.
 
@@ -51,7 +61,12 @@ def apply_children(
     (ApplyFailed); the other children are still applied. The Deployment waits for its
     ConfigMap: pods must never mount a ConfigMap that is missing or not this TFModel's.
     With `applied`, a child already as last applied is not applied again (applied.py).
+    With `view`, watched children are not read from the API (a cache miss of a child to
+    create is: an object without the operator's label is not watched, and must not be
+    taken over). Without `report_transient`, an error that may pass (kubeapi.transient)
+    is raised instead of reported: the next round retries before anyone sees Degraded.
     """
+    view = view if view is not None else View()
     meta = body["metadata"]
     name, namespace, owner_uid = meta["name"], meta["namespace"], meta["uid"]
     applied = applied if applied is not None else AppliedChildren()
@@ -68,7 +83,18 @@ def apply_children(
             continue  # the ConfigMap's problem is reported; pods would not start without it
         ok = False
         try:
-            live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
+            known, live = view.child(kind.kind, child)
+            if (
+                kind is not DEPLOYMENT
+                and not known
+                and applied.recently_checked(key, manifest, time.monotonic())
+            ):
+                ok = True
+                if kind is CONFIGMAP:
+                    config_ok = True
+                continue  # not watched (ServiceMonitor): re-read every RECHECK_S only
+            if live is None:
+                live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
             owned = ownership.classify(live, owner_uid)
             if owned is Ownership.FOREIGN:
                 assert live is not None
@@ -100,11 +126,15 @@ def apply_children(
                         api, manifest, kind.plural, force=owned is Ownership.OURS
                     )
                     applied.remember(key, manifest, result)
+                if not known:
+                    applied.checked(key, time.monotonic())
                 if kind is DEPLOYMENT:
                     deployment = result
                 ok = True
         except ApiException as err:
             applied.forget(key)
+            if kubeapi.transient(err) and not report_transient:
+                raise
             problems.append(
                 (
                     "ApplyFailed",
@@ -115,15 +145,21 @@ def apply_children(
             config_ok = ok
     for kind, child in children.absent:
         key = (kind.kind, namespace, child)
-        if key in applied.known_absent:
+        known, live = view.child(kind.kind, child)
+        if known and live is None:
+            continue  # not watched: none of ours by that name
+        if not known and key in applied.known_absent:
             continue
         try:
-            live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
+            if not known:
+                live = kubeapi.get(api, kind.api_version, kind.plural, namespace, child)
             if ownership.classify(live, owner_uid) is Ownership.OURS:
                 kubeapi.delete_if_present(api, kind.api_version, kind.plural, namespace, child)
                 logger.info("deleted %s %s: no longer in the spec", kind.kind, child)
             applied.mark_absent(key)
         except ApiException as err:
+            if kubeapi.transient(err) and not report_transient:
+                raise
             problems.append(
                 (
                     "ApplyFailed",
@@ -152,14 +188,34 @@ def servicemonitors_served(api: ApiClient, applied: AppliedChildren) -> bool:
     return served
 
 
-def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Problem]:
-    """Invalid state the CRD schema cannot see (objects that must exist)."""
-    problems = []
+def find_problems(
+    api: ApiClient,
+    namespace: str,
+    spec: TFModelSpec,
+    applied: AppliedChildren | None = None,
+    report_transient: bool = True,
+) -> list[Problem]:
+    """Invalid state the CRD schema cannot see (objects that must exist).
+
+    A claim found is not looked up again for RECHECK_S seconds (with `applied`); a missing
+    one every round, so its Degraded clears as soon as it exists.
+    """
+    problems: list[Problem] = []
     claim = spec.storage.get("persistentVolumeClaim", {}).get("claimName")
+    key = ("PersistentVolumeClaim", namespace, claim or "")
+    now = time.monotonic()
+    if (
+        claim
+        and applied is not None
+        and now - applied.last_checked.get(key, -RECHECK_S) < RECHECK_S
+    ):
+        return problems
     if claim:
         try:
             pvc = kubeapi.get(api, "v1", "persistentvolumeclaims", namespace, claim)
         except ApiException as err:
+            if kubeapi.transient(err) and not report_transient:
+                raise
             pvc = {}
             problems.append(
                 ("StorageUnchecked", f"cannot read PersistentVolumeClaim {claim}: {err.reason}")
@@ -172,6 +228,8 @@ def find_problems(api: ApiClient, namespace: str, spec: TFModelSpec) -> list[Pro
                     f"does not exist in namespace {namespace}; pods cannot start until it does",
                 )
             )
+        elif pvc and applied is not None:
+            applied.checked(key, now)
     return problems
 
 
@@ -201,10 +259,27 @@ def default_pod_client() -> PodClient:
     return _pod_client
 
 
+NOT_ASKED = PodView([], 0)  # no rollout running: advance() reads no pod figures
+
+
+def rollout_running(body: Any) -> bool:
+    """Whether a model's rollout is Waiting or Progressing (its next step reads the pods)."""
+    rollouts = (body.get("status") or {}).get("rollouts") or []
+    return any(r.get("phase") in RUNNING for r in rollouts)
+
+
 def observe_pods(
-    api: ApiClient, namespace: str, tfmodel: str, scrape: bool, client: PodClient | None = None
+    api: ApiClient,
+    namespace: str,
+    tfmodel: str,
+    scrape: bool,
+    view: View | None = None,
+    client: PodClient | None = None,
 ) -> PodView:
-    pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(tfmodel))
+    """Ask the TFModel's pods (from the watch in `view`, else one LIST)."""
+    pods = view.pods if view is not None else None
+    if pods is None:
+        pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(tfmodel))
     return PodView.of((client or default_pod_client()).ask(pods, metrics=scrape))
 
 
@@ -289,10 +364,11 @@ def write_status(
     pods: PodView | None = None,
     rollouts: list[RolloutState] | None = None,
 ) -> dict[str, Any] | None:
-    """Patch status only when it differs; returns the new status (None when unchanged).
+    """Patch status only when it differs; returns the TFModel as written (None: unchanged).
 
     `deployment` is this TFModel's live Deployment (None: absent or not this TFModel's),
     `pods` what its pods reported this round, `rollouts` the models' rollout states.
+    The write is preconditioned on `body`'s resourceVersion (kubeapi.Conflict otherwise).
     """
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -310,7 +386,7 @@ def write_status(
             }
         ]
     else:
-        pods = pods if pods is not None else observe_pods(api, namespace, name, False)
+        pods = pods if pods is not None else PodView([], 0)
         obs = Observation(
             generation=int(meta.get("generation", 1)),
             deployment=deployment,
@@ -328,9 +404,9 @@ def write_status(
     new["conditions"] = merge_conditions(conditions, old.get("conditions", []), _now())
     if all(old.get(k) == v for k, v in new.items()):
         return None
-    kubeapi.patch_status(api, namespace, name, new)
+    written = kubeapi.patch_status(api, namespace, name, new, meta["resourceVersion"])
     _post_degraded_event(body, old.get("conditions", []), new["conditions"])
-    return new
+    return written
 
 
 def _post_degraded_event(body: Any, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
@@ -346,21 +422,66 @@ def _post_degraded_event(body: Any, old: list[dict[str, Any]], new: list[dict[st
         kopf.info(body, reason="Recovered", message=f"{before.get('reason')} resolved")
 
 
+MAX_CONFLICTS = 4
+
+
 def reconcile(
     api: ApiClient,
     body: Any,
     logger: logging.Logger | logging.LoggerAdapter,
     applied: AppliedChildren | None = None,
+    view: View | None = None,
+    report_transient: bool = True,
+    pods: PodView | None = None,
     pod_client: PodClient | None = None,
     windows: AnalysisWindows | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Bring the children and status in line with the TFModel.
 
     `pod_client` and `windows` default to the operator's long-lived ones (this module's).
 
+    `pods`: what the pods answered just now (the caller probed them before it took the
+    object's turn, so no turn waits for a probe); None: probe them here.
+
+    Returns the TFModel as this pass last wrote it (None when nothing was written).
     PermanentError on a spec or name no child can be built from (reported in status).
     Child conflicts and rejected applies are reported in status and retried every round.
+    A status write that meets a newer TFModel (kubeapi.Conflict) re-reads it and decides
+    again from there, so no decision is written from an outdated snapshot. Without
+    `report_transient`, errors that may pass (kubeapi.transient) are raised, not reported.
     """
+    meta = body["metadata"]
+    if pods is None and rollout_running(body):
+        # Asked once for all attempts: a retry after a conflict re-reads only the TFModel,
+        # so the time between that read and the write stays short.
+        pods = observe_pods(api, meta["namespace"], meta["name"], True, view, pod_client)
+    for _attempt in range(MAX_CONFLICTS):
+        try:
+            return _reconcile_once(
+                api, body, logger, applied, view, report_transient, pods, pod_client, windows
+            )
+        except kubeapi.Conflict:
+            fresh = kubeapi.get_tfmodel(api, meta["namespace"], meta["name"])
+            if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
+                return None  # deleted meanwhile
+            body = fresh
+            logger.debug("TFModel changed during the round; deciding again from the new object")
+    raise kopf.TemporaryError(
+        f"the TFModel changed during {MAX_CONFLICTS} rounds in a row; trying again", delay=1
+    )
+
+
+def _reconcile_once(
+    api: ApiClient,
+    body: Any,
+    logger: logging.Logger | logging.LoggerAdapter,
+    applied: AppliedChildren | None,
+    view: View | None,
+    report_transient: bool,
+    observed: PodView | None,
+    pod_client: PodClient | None,
+    windows: AnalysisWindows | None,
+) -> dict[str, Any] | None:
     meta = body["metadata"]
     bad_name = names.name_problems(meta["name"])
     if bad_name:
@@ -379,24 +500,43 @@ def reconcile(
         for r in (body.get("status") or {}).get("rollouts") or []
         if r.get("phase") in RUNNING
     }
-    pods = observe_pods(api, namespace, meta["name"], bool(running), pod_client)
-    states, events = advance_rollouts(
-        spec,
-        body.get("status") or {},
-        pods,
-        _utcnow(),
-        windows if windows is not None else _windows,
-        str(meta.get("uid", "")),
+    # Only a running rollout decides from what the pods say; otherwise the children are
+    # applied first and the pods asked afterwards, for status: an edit reaches the
+    # ConfigMap without waiting for the probes.
+    pods = (
+        observe_pods(api, namespace, meta["name"], scrape=True, view=view) if running else NOT_ASKED
     )
+    states, events = advance_rollouts(spec, body.get("status") or {}, pods, _utcnow())
+    latest: dict[str, Any] | None = None
+    if events:
+        # A transition is decided once: written alone, on the resourceVersion it was
+        # decided from, before the servers are told; its events follow the write.
+        latest = kubeapi.patch_status(
+            api,
+            namespace,
+            meta["name"],
+            {
+                "rollouts": [s.to_status() for s in states],
+                "rolloutSummary": rollout_summary(states),
+            },
+            meta["resourceVersion"],
+        )
+        body = latest
+        for event in events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            logger.info("%s: %s", event.reason, event.message)
     served = effective_spec(spec, {s.model: s for s in states})
-    problems, deployment = apply_children(api, body, served, logger, applied)
-    problems += find_problems(api, namespace, spec)
+    problems, deployment = apply_children(
+        api, body, served, logger, applied, view, report_transient
+    )
+    problems += find_problems(api, namespace, spec, applied, report_transient)
+    if pods is NOT_ASKED:
+        pods = observe_pods(api, namespace, meta["name"], False, view, pod_client)
     changed = write_status(api, body, served, problems, deployment, pods, states)
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        logger.info("%s: %s", event.reason, event.message)
     if changed is not None:
+        latest = changed
         # Logged when the status changes, not every round (warnings would become events:
         # the Degraded condition posts its own).
         for reason, message in problems:
             logger.info("%s: %s", reason, message)
+    return latest

@@ -213,9 +213,14 @@ class KubeCluster:
 
 
 def start_cluster(
-    data_dir: Path | None = None, ready_timeout_s: float = READY_TIMEOUT_S
+    data_dir: Path | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    apiserver_args: tuple[str, ...] = (),
 ) -> KubeCluster:
-    """Build (if needed) and start the test API server; wait until /readyz answers 200."""
+    """Build (if needed) and start the test API server; wait until /readyz answers 200.
+
+    `apiserver_args` go to kube-apiserver itself (e.g. the audit-log flags of bench/operator.py).
+    """
     binary = build_apiserver()
     kubectl_bin, helm_bin = install_tools()
     data_dir = Path(data_dir or tempfile.mkdtemp(prefix="tfmodel-kube-"))
@@ -252,6 +257,7 @@ def start_cluster(
                 f"--secure-port={port}",
                 f"--etcd-client-port={free_port()}",
                 f"--etcd-peer-port={free_port()}",
+                *(["--", *apiserver_args] if apiserver_args else []),
             ],
         )
         processes.wait("the test API server's credentials", token, timeout=30, interval=0.1)

@@ -217,7 +217,9 @@ def lin_status(objs: Objects) -> dict:
 
 
 def register_pod(objs: Objects, rest_port: int) -> None:
-    labels = names.selector_labels(NAME)
+    # The Deployment's pod template labels, as its ReplicaSet would set them (the operator
+    # watches pods by their managed-by label).
+    labels = names.common_labels(NAME)
     objs.apply(
         {
             "apiVersion": "v1",
@@ -321,7 +323,7 @@ def register_server_pod(objs: Objects, tfmodel: str, rest_port: int) -> None:
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": pod_name, "labels": names.selector_labels(tfmodel)},
+            "metadata": {"name": pod_name, "labels": names.common_labels(tfmodel)},
             "spec": {
                 "containers": [
                     {

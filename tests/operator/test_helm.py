@@ -129,7 +129,7 @@ def test_rbac_is_least_privilege(kube: KubeCluster):
     assert not any("*" in item for item in granted)
     assert not any(resource in ("secrets", "namespaces", "nodes") for _g, resource, _v in granted)
     # Read-only where the operator only reads.
-    assert {v for g, r, v in granted if r == "pods"} == {"list"}
+    assert {v for g, r, v in granted if r == "pods"} == {"list", "watch"}
     assert {v for g, r, v in granted if r == "persistentvolumeclaims"} == {"get"}
     assert {v for g, r, v in granted if r == "tfmodels"} == {"get", "list", "watch", "patch"}
     # Deleted only when they leave the spec: the HPA and the PDB.

@@ -31,6 +31,12 @@ def test_non_positive_status_interval_is_rejected(capsys):
     assert "--status-interval must be positive" in capsys.readouterr().err
 
 
+def test_fewer_than_one_worker_is_rejected(capsys):
+    assert main(["--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert parse_args([]).workers == 16
+
+
 def test_console_script_help():
     done = subprocess.run(
         [sys.executable, "-m", "tfmodel_operator.main", "--help"],

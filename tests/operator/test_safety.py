@@ -361,10 +361,11 @@ def test_spec_larger_than_the_annotation_limit_is_handled(
         operator.log,
     )
     # Only this object's lines: the operator's log is shared with the module's other tests
-    # (a UID may contain "422", a CEL test's rejection says "Too long").
+    # (a UID may contain "422", a CEL test's rejection says "Too long"). Success is logged
+    # at DEBUG, so a handled TFModel has no line at all; a failed patch would have one.
     ours = [line for line in operator.log().splitlines() if f"[{objs.namespace}/big]" in line]
-    assert ours, "no log line for this TFModel"
     assert not [line for line in ours if "Too long" in line or re.search(r"\b422\b", line)]
+    assert not [line for line in ours if "ERROR" in line or "WARNING" in line], ours
 
 
 def test_legacy_diff_base_annotation_is_removed(objs: Objects, operator: OperatorProcess):
@@ -388,6 +389,7 @@ def test_legacy_diff_base_annotation_is_removed(objs: Objects, operator: Operato
 # --- steady state -------------------------------------------------------------------------------
 
 CHILD_RESOURCES = {
+    "pods",
     "configmaps",
     "services",
     "deployments",
@@ -412,7 +414,7 @@ def request_counts(kube: KubeCluster) -> dict[tuple[str, str, str], float]:
     return counts
 
 
-def test_steady_state_makes_no_writes_and_no_404s(
+def test_steady_state_makes_no_requests(
     kube: KubeCluster, objs: Objects, operator: OperatorProcess
 ):
     for i, extra in enumerate(
@@ -459,9 +461,10 @@ def test_steady_state_makes_no_writes_and_no_404s(
     }
     not_found = {k: v for k, v in delta.items() if v and k[2] == "404"}
     assert writes == {} and not_found == {}, (writes, not_found)
-    # The reads left: one GET per present child per round (the ownership check).
-    gets = sum(v for k, v in delta.items() if k[0] == "GET")
-    assert 0 < gets <= 6 * watched * (rounds + 2), (gets, watched)
+    # No reads either: the children and pods are watched, a round reads the operator's
+    # copies. (A LIST may still come from a watch being re-opened: not counted.)
+    gets = {k: v for k, v in delta.items() if v and k[0] == "GET"}
+    assert gets == {}, (gets, watched)
 
     # Drift is still repaired: a hand edit of a field the operator sets is undone.
     good = objs.get("configmap", "steady-0-config")["data"]["models.config"]

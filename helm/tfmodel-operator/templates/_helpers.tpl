@@ -38,28 +38,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [serving.tfmodel.io]
   resources: [tfmodels/finalizers]
   verbs: [update]
-# get: the ownership check before every apply; create + patch: server-side apply.
-# delete only where a child can leave the spec (HPA, PDB).
+# list + watch: the operator watches its children (by its managed-by label) instead of
+# reading them every round; get: the ownership check before creating one; create + patch:
+# server-side apply. delete only where a child can leave the spec (HPA, PDB).
 - apiGroups: [""]
   resources: [configmaps, services]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Only used when the cluster has the Prometheus Operator's CRD.
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, create, patch]
-# Read-only: pods to ask each server for GET /v1/models, PVCs to report a missing claim.
+# Read-only: pods (watched) to ask each server for GET /v1/models and its metrics, PVCs to
+# report a missing claim.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get]
