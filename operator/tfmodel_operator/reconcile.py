@@ -504,9 +504,16 @@ def _reconcile_once(
     # applied first and the pods asked afterwards, for status: an edit reaches the
     # ConfigMap without waiting for the probes.
     pods = (
-        observe_pods(api, namespace, meta["name"], scrape=True, view=view) if running else NOT_ASKED
+        observe_pods(api, namespace, meta["name"], True, view, pod_client) if running else NOT_ASKED
     )
-    states, events = advance_rollouts(spec, body.get("status") or {}, pods, _utcnow())
+    states, events = advance_rollouts(
+        spec,
+        body.get("status") or {},
+        pods,
+        _utcnow(),
+        windows if windows is not None else _windows,  # the step windows outlive a round
+        str(meta.get("uid", "")),
+    )
     latest: dict[str, Any] | None = None
     if events:
         # A transition is decided once: written alone, on the resourceVersion it was

@@ -342,33 +342,47 @@ def _promote(
 class AnalysisWindows:
     """Each running step's baseline by (TFModel UID, model), in the operator's memory.
 
-    Only the window matching the state in status is attached, so a state written by an
+    Only a window matching the state in status is attached, so a state written by an
     earlier step (or an operator that lost its memory) gets none and restarts its window.
+    The last few windows of a model are kept, not only the newest: a decision whose status
+    write lost to a concurrent edit (409), or a round that reads a status older than the
+    last write, must still find the window that status names; keeping only the newest
+    restarted the window on every such round and a busy rollout never finished.
     """
 
+    KEPT_PER_MODEL = 4
+
     def __init__(self) -> None:
-        self._by: dict[tuple[str, str], tuple[tuple[Any, ...], Baseline]] = {}
+        self._by: dict[tuple[str, str], dict[tuple[Any, ...], Baseline]] = {}
         self._lock = threading.Lock()
 
     def attach(self, owner: str, state: RolloutState) -> RolloutState:
-        with self._lock:
-            entry = self._by.get((owner, state.model))
-        if entry is None or entry[0] != state.window_key() or state.phase != PROGRESSING:
+        if state.phase != PROGRESSING:
             return state
-        return dataclasses.replace(state, baseline=entry[1])
+        with self._lock:
+            baseline = self._by.get((owner, state.model), {}).get(state.window_key())
+        if baseline is None:
+            return state
+        return dataclasses.replace(state, baseline=baseline)
 
     def remember(self, owner: str, states: list[RolloutState]) -> None:
-        """Keep the windows of `owner`'s running steps; drop the rest of its entries."""
+        """Keep the windows of `owner`'s running steps; forget models no longer running."""
         with self._lock:
-            for key in [k for k in self._by if k[0] == owner]:
+            running = {s.model: s for s in states if s.phase == PROGRESSING}
+            for key in [k for k in self._by if k[0] == owner and k[1] not in running]:
                 del self._by[key]
-            for state in states:
-                if state.phase == PROGRESSING and state.baseline is not None:
-                    self._by[(owner, state.model)] = (state.window_key(), state.baseline)
+            for model, state in running.items():
+                if state.baseline is None:
+                    continue
+                kept = self._by.setdefault((owner, model), {})
+                kept.pop(state.window_key(), None)
+                kept[state.window_key()] = state.baseline  # newest last
+                while len(kept) > self.KEPT_PER_MODEL:
+                    del kept[next(iter(kept))]
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._by)
+            return sum(len(kept) for kept in self._by.values())
 
 
 def effective_model(model: ModelSpec, state: RolloutState | None) -> ModelSpec:

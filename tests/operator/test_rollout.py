@@ -419,7 +419,16 @@ def test_an_operator_without_the_window_in_memory_restarts_it():
     assert event is None and "analysis window restarted" in restarted.message
     assert restarted.step_started == "2030-01-01T00:00:20Z" and restarted.baseline is not None
     windows.remember("uid-a", [restarted])
-    assert windows.attach("uid-a", from_status).baseline is None  # the old window is gone
+    # Both windows are found: a status written before the restart (a write that lost to a
+    # concurrent edit, or a stale read) must not restart the window again.
+    assert windows.attach("uid-a", from_status).baseline is state.baseline
+    assert windows.attach("uid-a", restarted).baseline is restarted.baseline
+    # Only the last few are kept.
+    for second in range(21, 21 + rollout.AnalysisWindows.KEPT_PER_MODEL):
+        later, _ = rollout.advance(moved, from_status, fleet.seen(), at(second))
+        windows.remember("uid-a", [later])
+    assert len(windows) == rollout.AnalysisWindows.KEPT_PER_MODEL
+    assert windows.attach("uid-a", from_status).baseline is None  # the oldest is gone
     windows.remember("uid-a", [])
     assert len(windows) == 0
 
