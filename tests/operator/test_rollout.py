@@ -231,8 +231,8 @@ def test_absolute_thresholds_stay_available():
 def test_slow_canary_rolls_back_by_the_factor():
     fleet = Fleet()
     moved, state = started(fleet)
-    fleet.serve(2, 100, latency_us=40_000)
-    fleet.serve(1, 900, latency_us=8000)
+    fleet.serve(2, 1000, latency_us=40_000)
+    fleet.serve(1, 9000, latency_us=8000)
     state, event = rollout.advance(moved, state, fleet.seen(), at(40))
     assert state.phase == "RolledBack", state.message
     assert "p99 49.6 ms > stable 9.95 ms x 2" in state.message
@@ -240,12 +240,12 @@ def test_slow_canary_rolls_back_by_the_factor():
 
 
 def test_a_p99_of_few_requests_is_not_compared():
-    """50 canary requests: their p99 is the slowest one, not a trend (absolute limits still
+    """500 canary requests (under analysis.P99_SAMPLES): their p99 is a few slow calls, not a trend (absolute limits still
     apply when set)."""
     fleet = Fleet()
     moved, state = started(fleet)
-    fleet.serve(2, 50, latency_us=40_000)
-    fleet.serve(1, 900, latency_us=800)
+    fleet.serve(2, 500, latency_us=40_000)
+    fleet.serve(1, 9000, latency_us=800)
     state, _ = rollout.advance(moved, state, fleet.seen(), at(40))
     assert (state.phase, state.step) == ("Progressing", 1)
 
@@ -253,12 +253,12 @@ def test_a_p99_of_few_requests_is_not_compared():
 def test_latency_within_the_factor_or_the_tolerance_passes():
     fleet = Fleet()
     moved, state = started(fleet)
-    fleet.serve(2, 100, latency_us=1800)  # bucket (1, 2] ms vs (0, 1] ms: < 5 ms apart
-    fleet.serve(1, 900, latency_us=800)
+    fleet.serve(2, 1000, latency_us=1800)  # bucket (1, 2] ms vs (0, 1] ms: < 5 ms apart
+    fleet.serve(1, 9000, latency_us=800)
     state, _ = rollout.advance(moved, state, fleet.seen(), at(40))
     assert (state.phase, state.step) == ("Progressing", 1)
-    fleet.serve(2, 100, latency_us=9000)  # (5, 10] ms vs (5, 10] ms
-    fleet.serve(1, 100, latency_us=6000)
+    fleet.serve(2, 1000, latency_us=9000)  # (5, 10] ms vs (5, 10] ms
+    fleet.serve(1, 9000, latency_us=6000)
     state, _ = rollout.advance(moved, state, fleet.seen(), at(80))
     assert state.phase == "Promoted"
 
