@@ -208,10 +208,10 @@ def test_set_models_does_not_wait_for_a_poll_in_progress(tmp_path):
     entered, release = threading.Event(), threading.Event()
     real = file_system.incomplete_reason
 
-    def slow(path: str):
+    def slow(path: str, *rest: bool):
         entered.set()
         release.wait(30)
-        return real(path)
+        return real(path, *rest)
 
     file_system.incomplete_reason = slow
     try:
