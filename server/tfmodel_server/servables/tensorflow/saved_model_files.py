@@ -45,19 +45,7 @@ def incomplete_reason(path: str, prefer_tflite_model: bool = False) -> str | Non
         return None  # a model without variables
     except OSError as e:
         return f"cannot list variables/: {e.strerror or e}"
-    shards = [m for m in map(_SHARD.match, names) if m]
-    if not shards and "variables.index" not in names:
-        return None
-    if "variables.index" not in names:
-        return "variables/ has data shards but no variables.index"
-    if not shards:
-        return "variables/ has variables.index but no data shard"
-    total = int(shards[0].group(2))
-    expected = {f"variables.data-{k:05d}-of-{total:05d}" for k in range(total)}
-    missing = sorted(expected - names)
-    if missing:
-        return f"variables/ is missing {', '.join(missing[:3])}"
-    return None
+    return _variables_reason(names)
 
 
 def listing_incomplete_reason(relpaths: set[str]) -> str | None:
@@ -65,6 +53,11 @@ def listing_incomplete_reason(relpaths: set[str]) -> str | None:
     if not any(f in relpaths for f in SAVED_MODEL_FILES):
         return "no saved_model.pb or saved_model.pbtxt"
     names = {p[len("variables/") :] for p in relpaths if p.startswith("variables/")}
+    return _variables_reason(names)
+
+
+def _variables_reason(names: set[str]) -> str | None:
+    """Why the file names in variables/ are not a complete checkpoint (None: complete or none)."""
     shards = [m for m in map(_SHARD.match, names) if m]
     if not shards and "variables.index" not in names:
         return None
