@@ -303,8 +303,13 @@ def test_pem_files_with_mtls_are_reread_when_they_change(pki, model_base, tmp_pa
         broken = "do not load, keeping the previous ones"
         before = server.log().count(broken)  # the rotation's two renames may have raced
         (tls_dir / "tls.key").write_text(_pem_key(_key()))
+
+        def reported() -> bool:
+            _served_certificate(server.rest_port)  # the files are checked on a new connection
+            return server.log().count(broken) > before
+
         server.wait_for(
-            lambda: server.log().count(broken) > before,
+            reported,
             timeout=30,
             what="the broken rotation logged",
         )
