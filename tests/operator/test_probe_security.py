@@ -128,7 +128,8 @@ def test_probe_and_scrape_over_mtls_with_a_token(server, pki):
     secrets = Secrets(pki)
     answer = ask(server, secrets)
     assert answer.models is not None, "the probe got no answer"
-    assert answer.models["model_version_status"][0]["state"] == "AVAILABLE"
+    (model,) = answer.models["models"]
+    assert model["name"] == "m" and model["model_version_status"][0]["state"] == "AVAILABLE"
     assert answer.metrics is not None and ":tensorflow:serving:" in answer.metrics
     assert set(secrets.reads) == {"srv-tls", "op", "tokens"}
 
