@@ -11,6 +11,7 @@ from tfmodel_operator import names
 from tfmodel_operator.cache import trim_pod
 from tfmodel_operator.deployment import build_deployment
 from tfmodel_operator.probe_transport import ProbeHow
+from tfmodel_operator.services import build_servicemonitor
 from tfmodel_operator.spec import SpecError, parse_spec
 from tfmodel_server.flags import parse_args
 
@@ -195,3 +196,22 @@ def test_bad_security_and_pod_fields_are_named(change, message):
     with pytest.raises(SpecError, match=None) as err:
         parse_spec({**base(), **change})
     assert message in str(err.value), err.value
+
+
+def test_the_servicemonitor_scrapes_with_the_same_secrets():
+    (endpoint,) = build_servicemonitor("secure", "ns", parse_spec(copy.deepcopy(SECURE)).security)[
+        "spec"
+    ]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {
+        "ca": {"secret": {"name": "srv-tls", "key": "ca.crt"}},
+        "serverName": "secure.ns.svc",
+        "cert": {"secret": {"name": "op", "key": "tls.crt"}},
+        "keySecret": {"name": "op", "key": "tls.key"},
+    }
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "tokens", "key": "list"},
+    }
+    (plain,) = build_servicemonitor("m", "ns")["spec"]["endpoints"]
+    assert plain == {"port": "http", "path": names.METRICS_PATH}
