@@ -28,6 +28,8 @@ import urllib3
 from . import names
 
 SECRET_TTL_S = 30.0
+# Secrets that could not be used are not read again for this long (every pod, every round).
+FAILED_TTL_S = 10.0
 
 # (namespace, Secret name) -> its data (base64-decoded), None when it cannot be read.
 SecretReader = Callable[[str, str], dict[str, bytes] | None]
@@ -124,6 +126,7 @@ class Transports:
         self._make_pool = make_pool
         self._lock = threading.Lock()
         self._made: dict[tuple[str, ProbeHow], Transport] = {}
+        self._failed: dict[tuple[str, ProbeHow], tuple[float, TransportError]] = {}
 
     def get(self, namespace: str, how: ProbeHow, read: SecretReader | None) -> Transport:
         key = (namespace, how)
@@ -133,15 +136,22 @@ class Transports:
             return old
         if read is None:
             raise TransportError("no Secret reader to reach a pod with spec.security")
+        with self._lock:
+            failed = self._failed.get(key)
+        if old is None and failed is not None and time.monotonic() - failed[0] < FAILED_TTL_S:
+            raise failed[1]
         try:
             made = self._make(namespace, how, read, old)
-        except TransportError:
+        except TransportError as err:
             if old is None:
+                with self._lock:
+                    self._failed[key] = (time.monotonic(), err)
                 raise
             old.made = time.monotonic()  # keep what worked; try the Secrets again later
             return old
         with self._lock:
             self._made[key] = made
+            self._failed.pop(key, None)
         if old is not None and old.http is not None and old.http is not made.http:
             old.http.clear()
         return made
