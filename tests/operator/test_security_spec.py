@@ -215,3 +215,15 @@ def test_the_servicemonitor_scrapes_with_the_same_secrets():
     }
     (plain,) = build_servicemonitor("m", "ns")["spec"]["endpoints"]
     assert plain == {"port": "http", "path": names.METRICS_PATH}
+
+
+def test_the_example_builds():
+    import yaml
+
+    from tests.operator.test_builders import EXAMPLES
+
+    doc = yaml.safe_load((EXAMPLES / "secure-model.yaml").read_text())
+    template = build_deployment("resnet", "ns", parse_spec(doc["spec"]))["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert parse_args(container["args"]).ssl_client_verify is True
+    assert template["spec"]["serviceAccountName"] == "inference"
