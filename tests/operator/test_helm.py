@@ -157,7 +157,10 @@ def test_helm_install_cluster_wide(kube: KubeCluster):
 
     assert can("patch", "deployments.apps", "-n", "anywhere")
     assert can("watch", "tfmodels.serving.tfmodel.io", "--all-namespaces")
-    assert not can("get", "secrets", "-n", "anywhere")
+    # Secrets by name only (those spec.security names, for the operator's probes): no list.
+    assert can("get", "secrets", "-n", "anywhere")
+    assert not can("list", "secrets", "-n", "anywhere")
+    assert not can("watch", "secrets", "--all-namespaces")
     assert not can("delete", "tfmodels.serving.tfmodel.io", "-n", "anywhere")
     assert not can("create", "pods", "-n", "anywhere")
 
