@@ -146,10 +146,8 @@ class Security:
 RESERVED_LABELS = frozenset(
     {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"}
 )
-RESERVED_ANNOTATIONS = frozenset(
-    {"prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path", "prometheus.io/scheme"}
-)
 RESERVED_PREFIX = "serving.tfmodel.io/"
+RESERVED_ANNOTATION_PREFIXES = ("prometheus.io/", RESERVED_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -414,13 +412,12 @@ def _security(raw: dict[str, Any] | None) -> Security:
     return Security(tls=tls, token=token, cors=bool(raw.get("cors", False)))
 
 
-def _reserved(kind: str, keys: Any, reserved: frozenset[str]) -> None:
-    taken = sorted(k for k in keys if k in reserved or k.startswith(RESERVED_PREFIX))
+def _reserved(kind: str, keys: Any, reserved: frozenset[str], prefixes: tuple[str, ...]) -> None:
+    """The CRD's podLabels/podAnnotations rules (for TFModels made under an older CRD)."""
+    taken = sorted(k for k in keys if k in reserved or k.startswith(prefixes))
     if taken:
-        raise SpecError(
-            f"{kind} {', '.join(taken)}: set by the operator ({RESERVED_PREFIX}* and "
-            f"{', '.join(sorted(reserved))})"
-        )
+        owned = [*sorted(reserved), *(f"{p}*" for p in prefixes)]
+        raise SpecError(f"{kind} {', '.join(taken)}: set by the operator ({', '.join(owned)})")
 
 
 # Environment variables the operator sets (spec.objectStore): env may not repeat them.
@@ -432,8 +429,8 @@ OPERATOR_ENV = frozenset(
 def _pod_fields(raw: dict[str, Any]) -> PodFields:
     labels = {str(k): str(v) for k, v in (raw.get("podLabels") or {}).items()}
     annotations = {str(k): str(v) for k, v in (raw.get("podAnnotations") or {}).items()}
-    _reserved("podLabels", labels, RESERVED_LABELS)
-    _reserved("podAnnotations", annotations, RESERVED_ANNOTATIONS)
+    _reserved("podLabels", labels, RESERVED_LABELS, (RESERVED_PREFIX,))
+    _reserved("podAnnotations", annotations, frozenset(), RESERVED_ANNOTATION_PREFIXES)
     env = tuple(dict(e) for e in raw.get("env") or ())
     env_names = [str(e.get("name") or "") for e in env]
     if "" in env_names or len(set(env_names)) != len(env_names):

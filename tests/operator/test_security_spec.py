@@ -186,6 +186,7 @@ def test_pod_fields_reach_the_pod_template():
         ),
         ({"podLabels": {"serving.tfmodel.io/tfmodel": "x"}}, "set by the operator"),
         ({"podAnnotations": {"prometheus.io/port": "1"}}, "podAnnotations prometheus.io/port"),
+        ({"podAnnotations": {"prometheus.io/other": "1"}}, "set by the operator (prometheus.io/*"),
         ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "once"),
         ({"env": [{"name": "AWS_REGION", "value": "x"}]}, "env AWS_REGION: set by the operator"),
         ({"extraArgs": ["--no_such_flag=1"]}, "--no_such_flag is not a tfmodel-server flag"),
