@@ -129,7 +129,6 @@ def run(
     steady: float,
     gap: float,
     work: Path,
-    env: dict[str, str] | None = None,
 ) -> dict:
     models = TEMPLATES
     models.mkdir(exist_ok=True)
@@ -165,7 +164,7 @@ def run(
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     client = None
     try:
@@ -243,7 +242,6 @@ def run(
         if r[2]
     ]
     return {
-        "server_env": env or {},
         "megabytes": megabytes,
         "loads": loads,
         "clients": clients,
@@ -286,20 +284,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--steady", type=float, default=20.0, help="seconds before B's loads")
     parser.add_argument("--gap", type=float, default=5.0, help="seconds between B's loads")
-    parser.add_argument(
-        "--compare",
-        action="store_true",
-        help="also run with TFMODEL_LOAD_PRIORITY=normal (the restore on the serving "
-        "pool at normal priority), first",
-    )
     args = parser.parse_args()
-    envs = [{"TFMODEL_LOAD_PRIORITY": "normal"}, {}] if args.compare else [{}]
-    for env in envs:
-        with tempfile.TemporaryDirectory(prefix="neighbour-load-") as tmp:
-            result = run(
-                args.megabytes, args.loads, args.clients, args.steady, args.gap, Path(tmp), env
-            )
-            print(json.dumps(result), flush=True)
+    with tempfile.TemporaryDirectory(prefix="neighbour-load-") as tmp:
+        result = run(args.megabytes, args.loads, args.clients, args.steady, args.gap, Path(tmp))
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
