@@ -31,7 +31,8 @@ import numpy as np
 import requests
 
 from bench import big_model
-from bench.run import _free_port
+from bench.summary import pct, ratio
+from tests.ports import free_port
 
 HOLD_P99_RATIO = 1.5
 HOLD_STALL_RATIO = 5.0
@@ -115,10 +116,6 @@ def _progress(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def _stats(latencies: list[float]) -> float:
-    return float(np.percentile(np.array(latencies) * 1e3, 99)) if latencies else float("nan")
-
-
 TEMPLATES = Path(tempfile.gettempdir()) / "tfmodel-bench-models"  # kept between runs
 
 
@@ -148,7 +145,7 @@ def run(
     _progress("versions staged")
     config = work / "models.config"
     config.write_text(CONFIG.format(a=base_a, b=base_b))
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     rest = f"http://127.0.0.1:{rest_port}"
     log = open(work / "server.log", "wb")
     server = subprocess.Popen(
@@ -218,25 +215,25 @@ def run(
     # and the gaps between loads), so noise from the rest of the machine falls on both.
     warm = steady_window[0]
     steady_lat = [
-        r[1]
+        r[1] * 1e3
         for r in records
         if r[2] and r[0] >= warm and not any(a <= r[0] <= b for a, b in windows)
     ]
     during = [r for w in windows for r in started_in(w)]
-    during_lat = [r[1] for r in during if r[2]]
-    p99_steady, p99_during = _stats(steady_lat), _stats(during_lat)
-    max_stall = max(during_lat) * 1e3 if during_lat else float("nan")
+    during_lat = [r[1] * 1e3 for r in during if r[2]]
+    p99_steady, p99_during = pct(steady_lat, 99), pct(during_lat, 99)
+    max_stall = max(during_lat) if during_lat else float("nan")
     failed = sum(1 for r in records if not r[2])
     # Where in a window the slow calls are: B loading (publish -> AVAILABLE) or the
     # old version unloading (AVAILABLE -> END).
     loading = [
-        r[1]
+        r[1] * 1e3
         for (a, _), t in zip(windows, available, strict=True)
         for r in started_in((a, t))
         if r[2]
     ]
     unloading = [
-        r[1]
+        r[1] * 1e3
         for (_, b), t in zip(windows, available, strict=True)
         for r in started_in((t, b))
         if r[2]
@@ -250,11 +247,11 @@ def run(
         "calls_during": len(during_lat),
         "p99_steady_ms": round(p99_steady, 2),
         "p99_during_ms": round(p99_during, 2),
-        "p99_ratio": round(p99_during / p99_steady, 2),
-        "p99_loading_ms": round(_stats(loading), 2),
-        "p99_unloading_ms": round(_stats(unloading), 2),
+        "p99_ratio": round(ratio(p99_during, p99_steady), 2),
+        "p99_loading_ms": round(pct(loading, 99), 2),
+        "p99_unloading_ms": round(pct(unloading, 99), 2),
         "max_stall_ms": round(max_stall, 1),
-        "max_stall_ratio": round(max_stall / p99_steady, 2),
+        "max_stall_ratio": round(ratio(max_stall, p99_steady), 2),
         "failed": failed,
         "holds": p99_during <= HOLD_P99_RATIO * p99_steady
         and max_stall <= HOLD_STALL_RATIO * p99_steady

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.summary import pct, peak_bytes, ratio, reset_peak, rss_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 FEATURES = 784
 MODEL = "wide"
@@ -256,18 +258,7 @@ def probe_in_child(server: Server, seconds: float) -> list[float]:
     return [float(x) for x in out.split()]
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
-
-
 # ---- footprint ----------------------------------------------------------------------------
-
-
-def _status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 def measure_footprint(work: Path, rest_rows: int, grpc_rows: int, concurrent: int = 4) -> None:
@@ -298,14 +289,14 @@ def measure_footprint(work: Path, rest_rows: int, grpc_rows: int, concurrent: in
                 def send(channel=channel) -> None:
                     assert grpc_call(channel, raw) == "ok"
 
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-            before = _status_kb(pid, "VmRSS") * 1024
+            reset_peak(pid)
+            before = rss_bytes(pid)
             threads = [threading.Thread(target=send) for _ in range(concurrent)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            g = _status_kb(pid, "VmHWM") * 1024 - before
+            g = peak_bytes(pid) - before
             print(
                 f"{name}: {concurrent} x {size / 1e6:.1f} MB on the wire at once, peak RSS "
                 f"growth {g / 1e6:.1f} MB = {g / (concurrent * size):.2f}x their size"
@@ -352,7 +343,7 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
                 f"{pct(idle, 50):.1f} ms p99 {pct(idle, 99):.1f} ms (n={len(idle)}); during the "
                 f"burst (8 REST x 2000 rows + 8 gRPC x 4000 rows, closed loop) p50 "
                 f"{pct(burst, 50):.1f} ms p99 {pct(burst, 99):.1f} ms (n={len(burst)}); "
-                f"p99 ratio {pct(burst, 99) / pct(idle, 99):.2f}x (target <= 2x)"
+                f"p99 ratio {ratio(pct(burst, 99), pct(idle, 99)):.2f}x (target <= 2x)"
                 f"; server alive after the burst: {server.proc.poll() is None}, OOM kills "
                 f"{cg.oom_kills()}"
             )
@@ -386,8 +377,7 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
                     f"clients): {results[factor]:.1f} answered-200/s; refused {refused}, "
                     f"other {other}"
                 )
-            ratio = results[4] / results[1] if results[1] else float("nan")
-            print(f"goodput 4x / 1x = {ratio:.2f} (target >= 0.80)")
+            print(f"goodput 4x / 1x = {ratio(results[4], results[1]):.2f} (target >= 0.80)")
             alive = server.proc.poll() is None
             ok = requests.post(
                 f"{server.rest}/v1/models/{MODEL}:predict", data=rest_body(1), timeout=30
