@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.overload                       # both figures, ~2 min
     .venv/bin/python -m bench.overload --measure-footprint   # peak RSS per request byte
+    .venv/bin/python -m bench.overload --baseline-tree /work/main --rounds 2   # A/B per round
 
 In one run, one server (a [-1, 784] float32 model, row sums), in a cgroup with a 1 GiB
 memory limit, admission budget derived from it (the default):
@@ -82,7 +83,13 @@ def export_model(root: Path) -> Path:
     return root / MODEL
 
 
-def start_server(root: Path, *flags: str, preexec_fn=None, timeout: float = 180.0) -> Server:
+def start_server(
+    root: Path,
+    *flags: str,
+    preexec_fn=None,
+    timeout: float = 180.0,
+    env: dict[str, str] | None = None,
+) -> Server:
     """tfmodel-server on free loopback ports serving `wide` with metrics on /metrics."""
     import requests
 
@@ -104,7 +111,7 @@ def start_server(root: Path, *flags: str, preexec_fn=None, timeout: float = 180.
         f"--monitoring_config_file={monitoring}",
         *flags,
     ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = dict(env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn
@@ -309,12 +316,14 @@ def measure_footprint(work: Path, rest_rows: int, grpc_rows: int, concurrent: in
 # ---- the two figures ------------------------------------------------------------------------
 
 
-def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
+def run_overload(work: Path, limit_mb: int, seconds: float, tree: str | None = None) -> None:
+    """Both figures on one server; `tree`: another checkout's server code (its server/)."""
     import requests
 
     from tests.server.memcgroup import MemoryCgroup
 
-    export_model(work)
+    if not (work / MODEL).exists():
+        export_model(work)
     big_rest, big_grpc = rest_body(2000), grpc_request(4000)
     mid_rest, mid_grpc = rest_body(500, seed=1), grpc_request(1000, seed=1)
     print(
@@ -323,7 +332,11 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
         f"mid gRPC {len(mid_grpc) / 1e6:.1f} MB; memory limit {limit_mb} MiB"
     )
     with MemoryCgroup(limit_mb << 20) as cg:
-        server = start_server(work, preexec_fn=cg.enter)
+        env = None
+        if tree:
+            env = dict(os.environ, PYTHONPATH=f"{tree}/server:{os.environ.get('PYTHONPATH', '')}")
+        print(f"== server code: {tree or 'this checkout'}")
+        server = start_server(work, preexec_fn=cg.enter, env=env)
         try:
             for line in server.log.read_text().splitlines():
                 if "admission control" in line:
@@ -412,6 +425,12 @@ def main() -> None:
     parser.add_argument("--grpc-rows", type=int, default=4000)
     parser.add_argument("--limit-mb", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--baseline-tree",
+        metavar="DIR",
+        help="each round, first run the figures on the server code of this checkout",
+    )
     parser.add_argument("--probe", metavar="REST_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -422,7 +441,9 @@ def main() -> None:
         if args.measure_footprint:
             measure_footprint(work, args.rest_rows, args.grpc_rows)
         else:
-            run_overload(work, args.limit_mb, args.seconds)
+            for _ in range(args.rounds):
+                for tree in ([args.baseline_tree] if args.baseline_tree else []) + [None]:
+                    run_overload(work, args.limit_mb, args.seconds, tree)
 
 
 if __name__ == "__main__":
