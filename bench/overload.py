@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.overload                       # both figures, ~2 min
     .venv/bin/python -m bench.overload --measure-footprint   # peak RSS per request byte
     .venv/bin/python -m bench.overload --baseline-tree /work/main --rounds 2   # A/B per round
+    .venv/bin/python -m bench.overload --burst-only --server-flag=--grpc_channel_arguments=...
 
 In one run, one server (a [-1, 784] float32 model, row sums), in a cgroup with a 1 GiB
 memory limit, admission budget derived from it (the default):
@@ -316,7 +317,14 @@ def measure_footprint(work: Path, rest_rows: int, grpc_rows: int, concurrent: in
 # ---- the two figures ------------------------------------------------------------------------
 
 
-def run_overload(work: Path, limit_mb: int, seconds: float, tree: str | None = None) -> None:
+def run_overload(
+    work: Path,
+    limit_mb: int,
+    seconds: float,
+    tree: str | None = None,
+    burst_only: bool = False,
+    extra_flags: tuple[str, ...] = (),
+) -> None:
     """Both figures on one server; `tree`: another checkout's server code (its server/)."""
     import requests
 
@@ -336,7 +344,7 @@ def run_overload(work: Path, limit_mb: int, seconds: float, tree: str | None = N
         if tree:
             env = dict(os.environ, PYTHONPATH=f"{tree}/server:{os.environ.get('PYTHONPATH', '')}")
         print(f"== server code: {tree or 'this checkout'}")
-        server = start_server(work, preexec_fn=cg.enter, env=env)
+        server = start_server(work, *extra_flags, preexec_fn=cg.enter, env=env)
         try:
             for line in server.log.read_text().splitlines():
                 if "admission control" in line:
@@ -364,6 +372,8 @@ def run_overload(work: Path, limit_mb: int, seconds: float, tree: str | None = N
                 f"  burst requests: {tally.ok} ok, {tally.refused} refused (429/"
                 f"RESOURCE_EXHAUSTED), other {tally.other}"
             )
+            if burst_only:
+                return
             # -- goodput: 1x (what the budget admits at once) vs 4x --
             per_pair = len(mid_rest) + len(mid_grpc)
             pairs = max(1, budget // per_pair) if budget else 2
@@ -426,6 +436,8 @@ def main() -> None:
     parser.add_argument("--limit-mb", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--burst-only", action="store_true", help="skip the goodput figure")
+    parser.add_argument("--server-flag", action="append", default=[], help="passed to the server")
     parser.add_argument(
         "--baseline-tree",
         metavar="DIR",
@@ -443,7 +455,14 @@ def main() -> None:
         else:
             for _ in range(args.rounds):
                 for tree in ([args.baseline_tree] if args.baseline_tree else []) + [None]:
-                    run_overload(work, args.limit_mb, args.seconds, tree)
+                    run_overload(
+                        work,
+                        args.limit_mb,
+                        args.seconds,
+                        tree,
+                        args.burst_only,
+                        tuple(args.server_flag),
+                    )
 
 
 if __name__ == "__main__":
