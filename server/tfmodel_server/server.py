@@ -423,6 +423,11 @@ class ModelServer:
         ]
         for key, value in opts.grpc_channel_arguments.items():
             channel_opts.append((key, int(value) if value.lstrip("-").isdigit() else value))
+        if self.admission.limits.enabled and BDP_PROBE_ARG not in opts.grpc_channel_arguments:
+            # grpc core takes in data of a call it has not been asked to read, up to the
+            # stream's window; with BDP probing that window grows to megabytes, so calls
+            # the admission refuses cost that much each first (docs/overload.md).
+            channel_opts.append((BDP_PROBE_ARG, 0))
         interceptors = [TokenInterceptor(self._tokens)] if self._tokens else []
         server = grpc.aio.server(options=channel_opts, interceptors=interceptors)
         names = add_services(
@@ -587,6 +592,9 @@ class ModelServer:
 
 def _noop(*args: object) -> None:
     return None
+
+
+BDP_PROBE_ARG = "grpc.http2.bdp_probe"
 
 
 def _freeze_startup_objects() -> None:
