@@ -73,6 +73,7 @@ class ServerOptions:
     enable_per_model_batching_parameters: bool = False
     num_load_threads: int = 0
     num_unload_threads: int = 0
+    flush_filesystem_caches: bool = True
     prefer_tflite_model: bool = False
     num_tflite_pools: int = 0  # 0 = the CPUs this process may run on, as TF Serving
     num_tflite_interpreters_per_pool: int = 1
@@ -297,7 +298,6 @@ def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
 # Flags that have no effect in this server: accepted, and a warning names them
 # when set. name -> (type, default, why it has no effect)
 NO_EFFECT_FLAGS: dict[str, tuple[object, object, str]] = {
-    "flush_filesystem_caches": (bool, True, "no filesystem cache to flush"),
     "use_alts_credentials": (bool, False, "Google ALTS"),
     "platform_config_file": (str, "", "PlatformConfigMap (only the TensorFlow platform)"),
     "thread_pool_factory_config_file": (str, "", "custom thread pools"),
@@ -421,6 +421,13 @@ def _add_tensorflow_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
         type=int,
         default=0,
         help="versions unloaded at once (0 = one at a time)",
+    )
+    p.add_argument(
+        "--flush_filesystem_caches",
+        default=True,
+        help="drop the loaded model files from the page cache after each config's loads "
+        "and, with one load thread, after each load (TF Serving's Env::FlushFileSystemCaches)",
+        **flag_bool,
     )
     p.add_argument(
         "--prefer_tflite_model",
@@ -629,6 +636,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         enable_per_model_batching_parameters=ns.enable_per_model_batching_parameters,
         num_load_threads=ns.num_load_threads,
         num_unload_threads=ns.num_unload_threads,
+        flush_filesystem_caches=ns.flush_filesystem_caches,
         prefer_tflite_model=ns.prefer_tflite_model,
         num_tflite_pools=ns.num_tflite_pools or schedulable_cpus(),
         num_tflite_interpreters_per_pool=ns.num_tflite_interpreters_per_pool,

@@ -62,6 +62,7 @@ from tfmodel_server.sources import s3
 from tfmodel_server.sources.file_system import FileSystemSource
 from tfmodel_server.sources.model_cache import CachingLoader, ModelCache
 from tfmodel_server.sources.object_store import ObjectStoreSource, RoutingSource
+from tfmodel_server.sources.page_cache import FlushingLoader
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,13 @@ class ModelServer:
         # s3:// base paths: versions are downloaded into the cache when the policy picks them.
         self.model_cache = ModelCache(options.model_cache_dir, s3_settings(options))
         self._stopping = False
+        self.flushing_loader = (
+            FlushingLoader(self.loader, options.num_load_threads)
+            if options.flush_filesystem_caches
+            else None
+        )
         self.manager: ServableManager[Servable] = ServableManager(
-            CachingLoader(self.loader, self.model_cache),
+            CachingLoader(self.flushing_loader or self.loader, self.model_cache),
             RoutingSource(
                 FileSystemSource(prefer_tflite_model=options.prefer_tflite_model),
                 ObjectStoreSource(s3_settings(options)),
@@ -171,7 +177,11 @@ class ModelServer:
                 ),
             ),
         )
-        self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
+        self.core = ServerCore(
+            self.manager,
+            options.allow_version_labels_for_unavailable_models,
+            self.flushing_loader.flush if self.flushing_loader is not None else None,
+        )
         # After the core's own listener: report labels as they move, not only at reload.
         self.manager.add_listener(self._refresh_pending_labels)
         self.manager.add_listener(self._evict_dropped_versions)
