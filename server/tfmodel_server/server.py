@@ -58,6 +58,11 @@ from tfmodel_server.servables.tensorflow.session_config import (
     describe_session_config,
     set_xla_compilation,
 )
+from tfmodel_server.servables.tensorflow.thread_pool_factory import (
+    ThreadPoolFactoryConfigError,
+    describe_thread_pool,
+    read_thread_pool_factory_config,
+)
 from tfmodel_server.sources import s3
 from tfmodel_server.sources.file_system import FileSystemSource
 from tfmodel_server.sources.model_cache import CachingLoader, ModelCache
@@ -112,19 +117,35 @@ def initial_config(
 
 
 def loader_options(options: ServerOptions) -> LoaderOptions:
-    """SessionBundleConfig from the flags (server.cc); a bad value is a StartupError."""
-    try:
-        session_config = build_session_config(
-            options.tensorflow_session_config_file,
-            options.per_process_gpu_memory_fraction,
-            options.tensorflow_session_parallelism,
-            options.tensorflow_intra_op_parallelism,
-            options.tensorflow_inter_op_parallelism,
-            options.mixed_precision,
-        )
-    except SessionConfigError as e:
-        raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+    """SessionBundleConfig from the flags (server.cc) or from --platform_config_file
+    (already in `options`, platform_config.py); a bad value is a StartupError."""
+    if options.platform_config_file:
+        session_config = options.session_config_proto  # as the file gives it
+    else:
+        try:
+            session_config = build_session_config(
+                options.tensorflow_session_config_file,
+                options.per_process_gpu_memory_fraction,
+                options.tensorflow_session_parallelism,
+                options.tensorflow_intra_op_parallelism,
+                options.tensorflow_inter_op_parallelism,
+                options.mixed_precision,
+            )
+        except SessionConfigError as e:
+            raise StartupError(f"INVALID_ARGUMENT: {e}") from e
     log.info("TensorFlow session config: {%s}", describe_session_config(session_config))
+    request_thread_pool = b""
+    if options.thread_pool_factory_config_file:
+        try:
+            request_thread_pool = read_thread_pool_factory_config(
+                options.thread_pool_factory_config_file
+            )
+        except ThreadPoolFactoryConfigError as e:
+            raise StartupError(str(e)) from e
+        log.info(
+            "request runs use the inter-op thread pool {%s}",
+            describe_thread_pool(request_thread_pool),
+        )
     return LoaderOptions(
         tags=tuple(options.saved_model_tags),
         session_config=session_config,
@@ -132,6 +153,9 @@ def loader_options(options: ServerOptions) -> LoaderOptions:
         prefer_tflite_model=options.prefer_tflite_model,
         num_tflite_pools=options.num_tflite_pools,
         num_tflite_interpreters_per_pool=options.num_tflite_interpreters_per_pool,
+        session_run_load_threadpool_index=options.session_run_load_threadpool_index,
+        enable_session_metadata=options.enable_session_metadata,
+        request_thread_pool=request_thread_pool,
     )
 
 
