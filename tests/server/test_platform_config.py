@@ -138,7 +138,7 @@ def test_proto_defaults_apply_not_the_flag_defaults(tmp_path):
         ),
         (
             'platform_configs { key: "tensorflow" value { source_adapter_config { '
-            '[type.googleapis.com/tensorflow.ConfigProto] { } } } }',
+            "[type.googleapis.com/tensorflow.ConfigProto] { } } } }",
             "INVALID_ARGUMENT: Couldn't find factory for config proto message type "
             "tensorflow.ConfigProto",
         ),
