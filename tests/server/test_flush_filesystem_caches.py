@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from tfmodel_server.sources.page_cache import drop_page_cache
 
+from tests.server.memcgroup import MemoryCgroup
 from tests.server.page_residency import largest_file, resident_fraction
 from tests.server.serverproc import ServerProcess
 from tests.server.test_grpc_api import predict_request, y_of
@@ -136,3 +137,37 @@ def test_parallel_loads_are_flushed_once_the_config_is_applied(big_version, tmp_
         )
         response = server.prediction_stub().Predict(predict_request("second", [2.0]), timeout=30)
         assert list(y_of(response)) == [5.0]
+
+
+def _cgroup_page_cache_bytes(cgroup: MemoryCgroup) -> int:
+    """Page cache charged to the cgroup: memory.stat `file` (v2) or `cache` (v1)."""
+    key = "file" if cgroup.v2 else "cache"
+    for line in (cgroup.path / "memory.stat").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    raise AssertionError(f"no {key} in {cgroup.path / 'memory.stat'}")
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_servers_memory_cgroup_is_not_charged_for_loaded_files(big_version, tmp_path, flush):
+    """What a pod is billed for: the page cache the load brought in is charged to the
+    server's memory cgroup. Dropping the version's pages from outside afterwards
+    releases ~16 MiB there only when the server kept them (--flush_filesystem_caches=false)."""
+    version = _copy(big_version, tmp_path / "big", 1)
+    drop_page_cache([str(version)])  # the server's own load reads them in, into its cgroup
+    with MemoryCgroup(4 << 30) as cgroup:
+        with ServerProcess(
+            f"--model_base_path={tmp_path / 'big'}",
+            "--model_name=big",
+            f"--flush_filesystem_caches={str(flush).lower()}",
+            preexec_fn=cgroup.enter,
+        ) as server:
+            server.wait_ready()
+            held = _cgroup_page_cache_bytes(cgroup)
+            drop_page_cache([str(version)])
+            released = held - _cgroup_page_cache_bytes(cgroup)
+    if flush:
+        assert released < 4 << 20, f"{released} bytes of model files were still charged"
+    else:
+        assert released >= 12 << 20, f"only {released} bytes released"
