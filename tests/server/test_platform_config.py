@@ -80,6 +80,8 @@ def test_the_session_bundle_config_replaces_the_flags(tmp_path):
           mixed_precision: "bfloat16"
           session_run_load_threadpool_index { value: 0 }
           enable_session_metadata: true
+          experimental_transient_ram_bytes_during_load: 1000000
+          resource_estimation_uses_validation_result: true
 """
         ),
     )

@@ -56,6 +56,11 @@ _HONOURED = frozenset(
         "mixed_precision",
     }
 )
+# Only the resource tracker reads these, and tensorflow_model_server leaves its limit
+# (ServerCore total_model_memory_limit_bytes) unbounded: no effect there either.
+_RESOURCE_ESTIMATES = frozenset(
+    {"experimental_transient_ram_bytes_during_load", "resource_estimation_uses_validation_result"}
+)
 _HONOURED_WARMUP = frozenset({"num_request_iterations", "model_name", "model_version"})
 
 # The flags a platform config replaces: ignored when both are given, as in TF Serving.
@@ -138,7 +143,11 @@ def _unpack_adapter_config(any_config: Any) -> Any:
 
 
 def _check_honoured(config: Any, path: str) -> None:
-    unsupported = [f.name for f, _ in config.ListFields() if f.name not in _HONOURED]
+    unsupported = [
+        f.name
+        for f, _ in config.ListFields()
+        if f.name not in _HONOURED and f.name not in _RESOURCE_ESTIMATES
+    ]
     unsupported += [
         f"model_warmup_options.{f.name}"
         for f, value in config.model_warmup_options.ListFields()
