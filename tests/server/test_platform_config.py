@@ -82,6 +82,7 @@ def test_the_session_bundle_config_replaces_the_flags(tmp_path):
           enable_session_metadata: true
           experimental_transient_ram_bytes_during_load: 1000000
           resource_estimation_uses_validation_result: true
+          experimental_fixed_input_tensors { name: "k" }
 """
         ),
     )
@@ -162,10 +163,10 @@ def test_proto_defaults_apply_not_the_flag_defaults(tmp_path):
         ),
         (
             platform_config(
-                "experimental_fixed_input_tensors { name: 'k' }\n"
+                "wrap_session_with_no_threading_params: true\n"
                 "model_warmup_options { num_model_warmup_threads { value: 4 } }"
             ),
-            "experimental_fixed_input_tensors, model_warmup_options.num_model_warmup_threads",
+            "wrap_session_with_no_threading_params, model_warmup_options.num_model_warmup_threads",
         ),
     ],
 )

@@ -56,10 +56,17 @@ _HONOURED = frozenset(
         "mixed_precision",
     }
 )
-# Only the resource tracker reads these, and tensorflow_model_server leaves its limit
-# (ServerCore total_model_memory_limit_bytes) unbounded: no effect there either.
-_RESOURCE_ESTIMATES = frozenset(
-    {"experimental_transient_ram_bytes_during_load", "resource_estimation_uses_validation_result"}
+# Fields TF Serving's SavedModelBundle path never acts on either: the two resource
+# estimates feed only the resource tracker, whose limit tensorflow_model_server leaves
+# unbounded (ServerCore total_model_memory_limit_bytes); in_graph_batching_parameters is
+# read by the TFRT factory only; experimental_fixed_input_tensors by no code at all.
+_NO_EFFECT_IN_TF_SERVING = frozenset(
+    {
+        "experimental_transient_ram_bytes_during_load",
+        "resource_estimation_uses_validation_result",
+        "in_graph_batching_parameters",
+        "experimental_fixed_input_tensors",
+    }
 )
 _HONOURED_WARMUP = frozenset({"num_request_iterations", "model_name", "model_version"})
 
@@ -146,7 +153,7 @@ def _check_honoured(config: Any, path: str) -> None:
     unsupported = [
         f.name
         for f, _ in config.ListFields()
-        if f.name not in _HONOURED and f.name not in _RESOURCE_ESTIMATES
+        if f.name not in _HONOURED and f.name not in _NO_EFFECT_IN_TF_SERVING
     ]
     unsupported += [
         f"model_warmup_options.{f.name}"
