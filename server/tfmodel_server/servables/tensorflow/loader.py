@@ -14,7 +14,6 @@ parallel loads rely on).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from tfmodel_server.servables.tensorflow.servable import (
     status_code_for_tf_error,
     tf_error_message,
 )
+from tfmodel_server.servables.tensorflow.thread_pool_factory import add_request_pool
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,16 @@ class LoaderOptions:
     prefer_tflite_model: bool = False
     num_tflite_pools: int = 1
     num_tflite_interpreters_per_pool: int = 1
+    # SessionBundleConfig.session_run_load_threadpool_index: the
+    # session_inter_op_thread_pool the restore and init runs use (None: a thread of
+    # their own, see _OwnThreadRuns).
+    session_run_load_threadpool_index: int | None = None
+    # SessionBundleConfig.enable_session_metadata: the model's name and version in
+    # each session's ConfigProto.experimental.session_metadata.
+    enable_session_metadata: bool = False
+    # --thread_pool_factory_config_file: a serialized tensorflow.ThreadPoolOptionProto,
+    # the inter-op pool every request run uses (thread_pool_factory.py).
+    request_thread_pool: bytes = b""
 
 
 def parse_saved_model_tags(text: str) -> tuple[str, ...]:
@@ -78,6 +88,9 @@ class SavedModelLoader:
             inter_op_parallelism=opts.inter_op_parallelism,
             session_config=opts.session_config,
             remove_unused_fields=opts.remove_unused_fields_from_bundle_metagraph,
+            load_threadpool_index=opts.session_run_load_threadpool_index,
+            session_metadata=opts.enable_session_metadata,
+            request_thread_pool=opts.request_thread_pool,
         )
 
 
@@ -117,6 +130,9 @@ def load_saved_model(
     inter_op_parallelism: int = 0,
     session_config: bytes = b"",
     remove_unused_fields: bool = False,
+    load_threadpool_index: int | None = None,
+    session_metadata: bool = False,
+    request_thread_pool: bytes = b"",
 ) -> Servable:
     """Blocking load; raises ServingError with TF's message on failure."""
     import tensorflow as tf
@@ -136,13 +152,21 @@ def load_saved_model(
         config.intra_op_parallelism_threads = intra_op_parallelism
     if inter_op_parallelism > 0:
         config.inter_op_parallelism_threads = inter_op_parallelism
+    if session_metadata:
+        # saved_model_bundle_factory.cc CreateSavedModelBundleWithMetadata.
+        config.experimental.session_metadata.name = name
+        config.experimental.session_metadata.version = version
+    request_run_options = (
+        add_request_pool(config, request_thread_pool) if request_thread_pool else None
+    )
     session = v1.Session(graph=graph, config=config)
     try:
         # No import lock: --num_load_threads loads versions in parallel.
         with graph.as_default():
-            restoring: Any = session
-            if os.environ.get(LOAD_PRIORITY_ENV, "low") != "normal":
-                restoring = _LowPriorityRuns(session, v1.RunOptions(inter_op_thread_pool=-1))
+            # The restore and init ops on the caller thread (-1), or, as
+            # bundle_factory_util.cc GetRunOptions, on the session config's load pool.
+            pool = -1 if load_threadpool_index is None else load_threadpool_index
+            restoring = _OwnThreadRuns(session, v1.RunOptions(inter_op_thread_pool=pool))
             meta_graph_def = v1.saved_model.loader.load(restoring, list(tags), path)
         graph.finalize()  # no accidental graph growth per request
     except Exception as e:
@@ -157,29 +181,20 @@ def load_saved_model(
             trimmed.signature_def[key].CopyFrom(signature)
         meta_graph_def = trimmed
     log.info("Loaded servable %s version %d from %s", name, version, path)
-    return Servable(name, version, path, session, graph, meta_graph_def)
+    servable = Servable(name, version, path, session, graph, meta_graph_def)
+    servable.run_options = request_run_options
+    return servable
 
 
-# Nice value of the thread that restores variables. 0: at nice 19 the restore,
-# descheduled on a busy node while it held a lock serving threads need, gave
-# single stalls of 450-690 ms (priority inversion); one thread at normal
-# priority held the target (docs/churn-and-workers.md).
-LOAD_NICE = 0
-# "normal" restores on the serving inter-op pool at normal priority, as before
-# (bench/neighbour_load.py --compare measures both).
-LOAD_PRIORITY_ENV = "TFMODEL_LOAD_PRIORITY"
-LOAD_NICE_ENV = "TFMODEL_LOAD_NICE"  # overrides LOAD_NICE (bench/neighbour_load.py)
-
-
-class _LowPriorityRuns:
+class _OwnThreadRuns:
     """The session as the SavedModel loader sees it: every run (the variables'
-    restore, the init ops) executes in a thread of its own, and in that thread
-    only (RunOptions.inter_op_thread_pool = -1, "the caller thread"), not on
-    the inter-op pool that serves requests. So reading a large checkpoint takes
-    one core, not every thread the serving pool has (issue 21: a 512 MB model
-    loading next door). A thread of its own so that TFMODEL_LOAD_NICE can lower
-    its priority: a raised nice value cannot be lowered again without
-    CAP_SYS_NICE.
+    restore, the init ops) executes in a thread of its own, at normal priority,
+    and in that thread only (RunOptions.inter_op_thread_pool = -1, "the caller
+    thread"), not on the inter-op pool that serves requests. So reading a large
+    checkpoint takes one core, not every thread the serving pool has (issue 21:
+    a 512 MB model loading next door, docs/churn-and-workers.md). Normal
+    priority: at nice 19 the restore, descheduled on a busy node while it held
+    what serving threads wait for, gave single stalls of 450-690 ms.
     """
 
     def __init__(self, session: Any, run_options: Any) -> None:
@@ -194,12 +209,6 @@ class _LowPriorityRuns:
         error: list[BaseException] = []
 
         def target() -> None:
-            try:
-                nice = int(os.environ.get(LOAD_NICE_ENV, LOAD_NICE))
-                if nice:
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-            except OSError:
-                pass  # not permitted here: run at normal priority
             try:
                 result.append(
                     self._session.run(
