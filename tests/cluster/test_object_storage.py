@@ -3,9 +3,10 @@
 The cluster's SeaweedFS (tfmodel_devcluster/objectstore.py: a process in the node namespace,
 the pods reach it at their gateway address) holds the versions; the TFModel names it with
 `storage.s3` and a Secret holding the credentials. Walked through in file order:
-  1. 2 replicas Ready serving version 1, each pod having downloaded it once into its cache;
+  1. 2 replicas Ready serving version 1, each pod having downloaded it once into its cache
+     (the server's GET /v1/cache, and the TFModel status's summary of it);
   2. version 2 uploaded while a client loops: every pod serves it, 0 failed requests, each
-     pod fetched its bytes once (the server's /v1/cache);
+     pod fetched its bytes once (GET /v1/cache and the TFModel status);
   3. `stable` moved from 1 to 2 with the canary analysis, a client looping on `stable`:
      promoted, 0 failed requests.
 """
@@ -137,6 +138,15 @@ def tfmodel_status(cluster: Cluster, namespace: str) -> dict[str, Any]:
     return dict(cluster.get("tfm", NAME, "-n", namespace).get("status") or {})
 
 
+def status_cache(cluster: Cluster, namespace: str, version: int) -> dict[str, Any] | None:
+    """The TFModel status's download summary of lin `version` (None until shown)."""
+    for model in tfmodel_status(cluster, namespace).get("models") or []:
+        for row in model.get("versions") or [] if model.get("name") == "lin" else []:
+            if row.get("version") == version:
+                return row.get("cache")
+    return None
+
+
 def cache_of(cluster: Cluster, pod_ip: str) -> dict[str, Any]:
     """The server's GET /v1/cache of one pod (from the node namespace)."""
     code = (
@@ -176,6 +186,16 @@ def test_two_replicas_serve_the_bucket_version(cluster: Cluster, bucket_model: d
         assert entry["state"] == "cached", entry
         assert entry["bytes_fetched"] == entry["bytes_total"] == bucket_model["sizes"][1], entry
 
+    # The TFModel status says the same, summed over the pods.
+    def shown() -> dict[str, Any] | None:
+        summary = status_cache(cluster, ns, 1)
+        return summary if summary and summary["cachedPods"] == 2 else None
+
+    summary = wait_until("the status showing v1 cached on 2 pods", shown, 120, 2)
+    size = bucket_model["sizes"][1]
+    assert summary["state"] == "Cached" and summary["sizeBytes"] == size, summary
+    assert summary["fetchedBytes"] == 2 * size and summary["fetchedBytesMaxPerPod"] == size
+
 
 def test_new_version_uploaded_reaches_every_pod(cluster: Cluster, bucket_model: dict[str, Any]):
     ns = bucket_model["namespace"]
@@ -200,6 +220,13 @@ def test_new_version_uploaded_reaches_every_pod(cluster: Cluster, bucket_model: 
             entry = cache[str(version)]
             assert entry["state"] == "cached", cache
             assert entry["bytes_fetched"] == bucket_model["sizes"][version], cache
+
+    def shown() -> dict[str, Any] | None:
+        summary = status_cache(cluster, ns, 2)
+        return summary if summary and summary["cachedPods"] == 2 else None
+
+    summary = wait_until("the status showing v2 cached on 2 pods", shown, 120, 2)
+    assert summary["fetchedBytesMinPerPod"] == summary["fetchedBytesMaxPerPod"] == size, summary
 
 
 def test_canary_rollout_to_the_uploaded_version(cluster: Cluster, bucket_model: dict[str, Any]):
