@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from tfmodel_operator import names
+from tfmodel_operator.cache import trim_pod
 from tfmodel_operator.deployment import build_deployment
 from tfmodel_operator.model_config import render_models_config
 from tfmodel_operator.probe import has_model_cache
@@ -134,6 +135,9 @@ def test_only_pods_with_a_model_cache_are_asked_for_it():
     )
     assert has_model_cache({"spec": on_s3}) is True
     assert has_model_cache({"spec": local}) is False
+    # The operator's pod cache keeps what the probe reads, this argument included.
+    assert has_model_cache(trim_pod({"spec": on_s3})) is True
+    assert has_model_cache(trim_pod({"spec": local})) is False
 
 
 def _cache(state: str, fetched: int, total: int = 100, error: str = "") -> dict:
