@@ -31,7 +31,8 @@ import numpy as np
 import requests
 
 from bench import big_model
-from bench.run import _free_port
+from bench.summary import pct, ratio
+from tests.ports import free_port
 
 HOLD_P99_RATIO = 1.5
 HOLD_STALL_RATIO = 5.0
@@ -115,10 +116,6 @@ def _progress(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def _stats(latencies: list[float]) -> float:
-    return float(np.percentile(np.array(latencies) * 1e3, 99)) if latencies else float("nan")
-
-
 TEMPLATES = Path(tempfile.gettempdir()) / "tfmodel-bench-models"  # kept between runs
 
 
@@ -129,7 +126,6 @@ def run(
     steady: float,
     gap: float,
     work: Path,
-    env: dict[str, str] | None = None,
 ) -> dict:
     models = TEMPLATES
     models.mkdir(exist_ok=True)
@@ -149,7 +145,7 @@ def run(
     _progress("versions staged")
     config = work / "models.config"
     config.write_text(CONFIG.format(a=base_a, b=base_b))
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     rest = f"http://127.0.0.1:{rest_port}"
     log = open(work / "server.log", "wb")
     server = subprocess.Popen(
@@ -165,7 +161,7 @@ def run(
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     client = None
     try:
@@ -219,31 +215,30 @@ def run(
     # and the gaps between loads), so noise from the rest of the machine falls on both.
     warm = steady_window[0]
     steady_lat = [
-        r[1]
+        r[1] * 1e3
         for r in records
         if r[2] and r[0] >= warm and not any(a <= r[0] <= b for a, b in windows)
     ]
     during = [r for w in windows for r in started_in(w)]
-    during_lat = [r[1] for r in during if r[2]]
-    p99_steady, p99_during = _stats(steady_lat), _stats(during_lat)
-    max_stall = max(during_lat) * 1e3 if during_lat else float("nan")
+    during_lat = [r[1] * 1e3 for r in during if r[2]]
+    p99_steady, p99_during = pct(steady_lat, 99), pct(during_lat, 99)
+    max_stall = max(during_lat) if during_lat else float("nan")
     failed = sum(1 for r in records if not r[2])
     # Where in a window the slow calls are: B loading (publish -> AVAILABLE) or the
     # old version unloading (AVAILABLE -> END).
     loading = [
-        r[1]
+        r[1] * 1e3
         for (a, _), t in zip(windows, available, strict=True)
         for r in started_in((a, t))
         if r[2]
     ]
     unloading = [
-        r[1]
+        r[1] * 1e3
         for (_, b), t in zip(windows, available, strict=True)
         for r in started_in((t, b))
         if r[2]
     ]
     return {
-        "server_env": env or {},
         "megabytes": megabytes,
         "loads": loads,
         "clients": clients,
@@ -252,11 +247,11 @@ def run(
         "calls_during": len(during_lat),
         "p99_steady_ms": round(p99_steady, 2),
         "p99_during_ms": round(p99_during, 2),
-        "p99_ratio": round(p99_during / p99_steady, 2),
-        "p99_loading_ms": round(_stats(loading), 2),
-        "p99_unloading_ms": round(_stats(unloading), 2),
+        "p99_ratio": round(ratio(p99_during, p99_steady), 2),
+        "p99_loading_ms": round(pct(loading, 99), 2),
+        "p99_unloading_ms": round(pct(unloading, 99), 2),
         "max_stall_ms": round(max_stall, 1),
-        "max_stall_ratio": round(max_stall / p99_steady, 2),
+        "max_stall_ratio": round(ratio(max_stall, p99_steady), 2),
         "failed": failed,
         "holds": p99_during <= HOLD_P99_RATIO * p99_steady
         and max_stall <= HOLD_STALL_RATIO * p99_steady
@@ -286,20 +281,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--steady", type=float, default=20.0, help="seconds before B's loads")
     parser.add_argument("--gap", type=float, default=5.0, help="seconds between B's loads")
-    parser.add_argument(
-        "--compare",
-        action="store_true",
-        help="also run with TFMODEL_LOAD_PRIORITY=normal (the restore on the serving "
-        "pool at normal priority), first",
-    )
     args = parser.parse_args()
-    envs = [{"TFMODEL_LOAD_PRIORITY": "normal"}, {}] if args.compare else [{}]
-    for env in envs:
-        with tempfile.TemporaryDirectory(prefix="neighbour-load-") as tmp:
-            result = run(
-                args.megabytes, args.loads, args.clients, args.steady, args.gap, Path(tmp), env
-            )
-            print(json.dumps(result), flush=True)
+    with tempfile.TemporaryDirectory(prefix="neighbour-load-") as tmp:
+        result = run(args.megabytes, args.loads, args.clients, args.steady, args.gap, Path(tmp))
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.overload                       # both figures, ~2 min
     .venv/bin/python -m bench.overload --measure-footprint   # peak RSS per request byte
+    .venv/bin/python -m bench.overload --baseline-tree /work/main --rounds 2   # A/B per round
+    .venv/bin/python -m bench.overload --burst-only --server-flag=--grpc_channel_arguments=...
 
 In one run, one server (a [-1, 784] float32 model, row sums), in a cgroup with a 1 GiB
 memory limit, admission budget derived from it (the default):
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bench.summary import pct, peak_bytes, ratio, reset_peak, rss_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 FEATURES = 784
@@ -80,7 +84,13 @@ def export_model(root: Path) -> Path:
     return root / MODEL
 
 
-def start_server(root: Path, *flags: str, preexec_fn=None, timeout: float = 180.0) -> Server:
+def start_server(
+    root: Path,
+    *flags: str,
+    preexec_fn=None,
+    timeout: float = 180.0,
+    env: dict[str, str] | None = None,
+) -> Server:
     """tfmodel-server on free loopback ports serving `wide` with metrics on /metrics."""
     import requests
 
@@ -102,7 +112,7 @@ def start_server(root: Path, *flags: str, preexec_fn=None, timeout: float = 180.
         f"--monitoring_config_file={monitoring}",
         *flags,
     ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = dict(env or os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn
@@ -256,18 +266,7 @@ def probe_in_child(server: Server, seconds: float) -> list[float]:
     return [float(x) for x in out.split()]
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
-
-
 # ---- footprint ----------------------------------------------------------------------------
-
-
-def _status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
 
 
 def measure_footprint(work: Path, rest_rows: int, grpc_rows: int, concurrent: int = 4) -> None:
@@ -298,14 +297,14 @@ def measure_footprint(work: Path, rest_rows: int, grpc_rows: int, concurrent: in
                 def send(channel=channel) -> None:
                     assert grpc_call(channel, raw) == "ok"
 
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-            before = _status_kb(pid, "VmRSS") * 1024
+            reset_peak(pid)
+            before = rss_bytes(pid)
             threads = [threading.Thread(target=send) for _ in range(concurrent)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            g = _status_kb(pid, "VmHWM") * 1024 - before
+            g = peak_bytes(pid) - before
             print(
                 f"{name}: {concurrent} x {size / 1e6:.1f} MB on the wire at once, peak RSS "
                 f"growth {g / 1e6:.1f} MB = {g / (concurrent * size):.2f}x their size"
@@ -318,12 +317,21 @@ def measure_footprint(work: Path, rest_rows: int, grpc_rows: int, concurrent: in
 # ---- the two figures ------------------------------------------------------------------------
 
 
-def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
+def run_overload(
+    work: Path,
+    limit_mb: int,
+    seconds: float,
+    tree: str | None = None,
+    burst_only: bool = False,
+    extra_flags: tuple[str, ...] = (),
+) -> None:
+    """Both figures on one server; `tree`: another checkout's server code (its server/)."""
     import requests
 
     from tests.server.memcgroup import MemoryCgroup
 
-    export_model(work)
+    if not (work / MODEL).exists():
+        export_model(work)
     big_rest, big_grpc = rest_body(2000), grpc_request(4000)
     mid_rest, mid_grpc = rest_body(500, seed=1), grpc_request(1000, seed=1)
     print(
@@ -332,7 +340,11 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
         f"mid gRPC {len(mid_grpc) / 1e6:.1f} MB; memory limit {limit_mb} MiB"
     )
     with MemoryCgroup(limit_mb << 20) as cg:
-        server = start_server(work, preexec_fn=cg.enter)
+        env = None
+        if tree:
+            env = dict(os.environ, PYTHONPATH=f"{tree}/server:{os.environ.get('PYTHONPATH', '')}")
+        print(f"== server code: {tree or 'this checkout'}")
+        server = start_server(work, *extra_flags, preexec_fn=cg.enter, env=env)
         try:
             for line in server.log.read_text().splitlines():
                 if "admission control" in line:
@@ -352,7 +364,7 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
                 f"{pct(idle, 50):.1f} ms p99 {pct(idle, 99):.1f} ms (n={len(idle)}); during the "
                 f"burst (8 REST x 2000 rows + 8 gRPC x 4000 rows, closed loop) p50 "
                 f"{pct(burst, 50):.1f} ms p99 {pct(burst, 99):.1f} ms (n={len(burst)}); "
-                f"p99 ratio {pct(burst, 99) / pct(idle, 99):.2f}x (target <= 2x)"
+                f"p99 ratio {ratio(pct(burst, 99), pct(idle, 99)):.2f}x (target <= 2x)"
                 f"; server alive after the burst: {server.proc.poll() is None}, OOM kills "
                 f"{cg.oom_kills()}"
             )
@@ -360,6 +372,8 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
                 f"  burst requests: {tally.ok} ok, {tally.refused} refused (429/"
                 f"RESOURCE_EXHAUSTED), other {tally.other}"
             )
+            if burst_only:
+                return
             # -- goodput: 1x (what the budget admits at once) vs 4x --
             per_pair = len(mid_rest) + len(mid_grpc)
             pairs = max(1, budget // per_pair) if budget else 2
@@ -386,8 +400,7 @@ def run_overload(work: Path, limit_mb: int, seconds: float) -> None:
                     f"clients): {results[factor]:.1f} answered-200/s; refused {refused}, "
                     f"other {other}"
                 )
-            ratio = results[4] / results[1] if results[1] else float("nan")
-            print(f"goodput 4x / 1x = {ratio:.2f} (target >= 0.80)")
+            print(f"goodput 4x / 1x = {ratio(results[4], results[1]):.2f} (target >= 0.80)")
             alive = server.proc.poll() is None
             ok = requests.post(
                 f"{server.rest}/v1/models/{MODEL}:predict", data=rest_body(1), timeout=30
@@ -422,6 +435,14 @@ def main() -> None:
     parser.add_argument("--grpc-rows", type=int, default=4000)
     parser.add_argument("--limit-mb", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--burst-only", action="store_true", help="skip the goodput figure")
+    parser.add_argument("--server-flag", action="append", default=[], help="passed to the server")
+    parser.add_argument(
+        "--baseline-tree",
+        metavar="DIR",
+        help="each round, first run the figures on the server code of this checkout",
+    )
     parser.add_argument("--probe", metavar="REST_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -432,7 +453,16 @@ def main() -> None:
         if args.measure_footprint:
             measure_footprint(work, args.rest_rows, args.grpc_rows)
         else:
-            run_overload(work, args.limit_mb, args.seconds)
+            for _ in range(args.rounds):
+                for tree in ([args.baseline_tree] if args.baseline_tree else []) + [None]:
+                    run_overload(
+                        work,
+                        args.limit_mb,
+                        args.seconds,
+                        tree,
+                        args.burst_only,
+                        tuple(args.server_flag),
+                    )
 
 
 if __name__ == "__main__":

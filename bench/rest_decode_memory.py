@@ -17,17 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.summary import peak_bytes, reset_peak, rss_bytes
+from tests.ports import free_port
+
 _DECODE_CHILD = """
 import gc, sys
 from tfmodel_server.codecs import json_request
-from bench.rest_decode_memory import peak_bytes, reset_peak, rss_bytes
+from bench.summary import peak_bytes, reset_peak, rss_bytes
 try:
     from tfmodel_server.codecs.limits import DecodeBudget
     extra = (DecodeBudget(1 << 40),)
@@ -44,25 +46,6 @@ except TypeError:  # an older tree
 inputs, _ = json_request.inputs_from_doc(doc, {"x": (1, None)}, *extra)
 print(peak_bytes("self") - before, inputs["x"].shape)
 """
-
-
-def rss_bytes(pid: str | int) -> int:
-    return _status_kb(pid, "VmRSS") * 1024
-
-
-def peak_bytes(pid: str | int) -> int:
-    return _status_kb(pid, "VmHWM") * 1024
-
-
-def reset_peak(pid: str | int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-
-
-def _status_kb(pid: str | int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
 def make_body(path: Path, megabytes: float, decimals: int = 6) -> int:
@@ -117,17 +100,11 @@ def _export_model(path: Path) -> None:
             builder.save()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure_server(body: Path, work: Path) -> int:
     import requests
 
     _export_model(work / "model" / "1")
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -53,6 +53,7 @@ def build_extensions(options: ServerOptions) -> Extensions:
             ext.request_log_stats = RequestLogStats()
             ext.request_log_stats.register(metrics.registry)
             ext.on_refused = metrics.record_refused
+            ext.watch_inflight = metrics.watch_inflight
             ext.retired_observer = metrics.remove_version
     if options.enable_batching:
         try:

@@ -93,6 +93,8 @@ class Extensions:
     on_reload: Callable[[bool], None] | None = None
     request_log_stats: RequestLogStats | None = None  # on the metrics page when enabled
     on_refused: Callable[[str, str], None] | None = None  # (protocol, reason)
+    # Given AdmissionControl.snapshot: the in-flight gauges read it when scraped.
+    watch_inflight: Callable[[Callable[[], dict[str, tuple[int, int]]]], None] | None = None
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # before ports
 
 
@@ -236,6 +238,8 @@ class ModelServer:
         self.admission = admission.AdmissionControl(
             admission.AdmissionLimits(), on_refused=self.ext.on_refused
         )
+        if self.ext.watch_inflight is not None:
+            self.ext.watch_inflight(self.admission.snapshot)
         self.codec_pool = CodecPool()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -469,6 +473,11 @@ class ModelServer:
         ]
         for key, value in opts.grpc_channel_arguments.items():
             channel_opts.append((key, int(value) if value.lstrip("-").isdigit() else value))
+        if self.admission.limits.enabled and BDP_PROBE_ARG not in opts.grpc_channel_arguments:
+            # grpc core takes in data of a call it has not been asked to read, up to the
+            # stream's window; with BDP probing that window grows to megabytes, so calls
+            # the admission refuses cost that much each first (docs/overload.md).
+            channel_opts.append((BDP_PROBE_ARG, 0))
         interceptors = [TokenInterceptor(self._tokens)] if self._tokens else []
         server = grpc.aio.server(options=channel_opts, interceptors=interceptors)
         names = add_services(
@@ -633,6 +642,9 @@ class ModelServer:
 
 def _noop(*args: object) -> None:
     return None
+
+
+BDP_PROBE_ARG = "grpc.http2.bdp_probe"
 
 
 def _freeze_startup_objects() -> None:

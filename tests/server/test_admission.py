@@ -206,3 +206,49 @@ def test_no_limits_admits_everything():
     assert control.inflight_requests == 100
     for t in tickets:
         t.release()
+
+
+def test_grpc_receive_slots_refuse_at_once_and_free_on_exit():
+    refusals: list[tuple[str, str]] = []
+    control = AdmissionControl(
+        AdmissionLimits(max_bytes=MiB), lambda p, r: refusals.append((p, r)), receive_slots=2
+    )
+    with control.receiving_grpc(), control.receiving_grpc():
+        assert control.receiving == 2
+        with pytest.raises(Refused) as info, control.receiving_grpc():
+            pass
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.retryable and "retry later" in info.value.message
+    assert control.receiving == 0
+    assert refusals == [(admission.PROTOCOL_GRPC, admission.REASON_RECEIVING)]
+    with control.receiving_grpc():  # a slot is free again
+        assert control.receiving == 1
+
+
+def test_grpc_receive_slots_unused_without_limits():
+    control = AdmissionControl(AdmissionLimits(), receive_slots=1)
+    with control.receiving_grpc(), control.receiving_grpc(), control.receiving_grpc():
+        pass  # TF Serving's behaviour: nothing refused
+    assert control.refused == 0
+
+
+def test_snapshot_counts_what_is_in_flight_per_protocol():
+    control = AdmissionControl(AdmissionLimits(max_bytes=64 * MiB))
+    rest = control.admit(2 * MiB, admission.PROTOCOL_REST)
+    chunked = control.admit(0, admission.PROTOCOL_REST)
+    chunked.grow(3 * MiB)
+    grpc_ticket = control.admit(1000, admission.PROTOCOL_GRPC)
+    assert control.snapshot() == {
+        admission.PROTOCOL_REST: (2, 5 * MiB),
+        admission.PROTOCOL_GRPC: (1, MIN_REQUEST_CHARGE),
+    }
+    for ticket in (rest, chunked, grpc_ticket, rest):  # release() twice is harmless
+        ticket.release()
+    assert control.snapshot() == {admission.PROTOCOL_REST: (0, 0), admission.PROTOCOL_GRPC: (0, 0)}
+
+
+def test_snapshot_counts_without_limits_too():
+    control = AdmissionControl(AdmissionLimits())
+    ticket = control.admit(10 * MiB, admission.PROTOCOL_GRPC)
+    assert control.snapshot()[admission.PROTOCOL_GRPC] == (1, 10 * MiB)
+    ticket.release()

@@ -75,6 +75,18 @@ def _refused_counts(server: ServerProcess) -> dict[tuple[str, str], float]:
     return counts
 
 
+def _inflight(server: ServerProcess) -> dict[tuple[str, str], float]:
+    """(family, protocol) -> value of the in-flight gauges."""
+    values = {}
+    for line in requests.get(f"{server.rest}/metrics", timeout=10).text.splitlines():
+        for family in (":tfmodel:inflight_requests{", ":tfmodel:inflight_request_bytes{"):
+            if line.startswith(family):
+                labels, value = line.rsplit(" ", 1)
+                protocol = labels.split('protocol="')[1].split('"')[0]
+                values[(family[:-1], protocol)] = float(value)
+    return values
+
+
 def _valid_predict_ok(server: ServerProcess) -> None:
     row = [float(i % 7) for i in range(FEATURES)]
     r = requests.post(
@@ -172,6 +184,48 @@ def test_burst_of_three_times_the_memory_limit(limited):
     _valid_predict_ok(server)
 
 
+def test_flood_of_large_grpc_messages(limited):
+    """grpc core takes in a call's whole message before Python code runs, so the budget
+    alone cannot stop concurrent large gRPC calls: 48 x 12.5 MB (~0.8x the limit on the
+    wire, ~1.6x once copied out of grpc core) OOM-killed the server before the receive
+    slots (admission.receiving_grpc) and the BDP-probe default. Every call is answered
+    OK or RESOURCE_EXHAUSTED, and the server lives on."""
+    server, cgroup = limited
+    raw = _grpc_request(4000)
+    calls, connections = 48, 8
+    assert calls * len(raw) >= 0.7 * LIMIT
+    channels = [grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") for _ in range(connections)]
+    before = _refused_counts(server)
+
+    def call(i: int) -> str:
+        try:
+            channels[i % connections].unary_unary(PREDICT)(raw, timeout=300)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return f"gRPC {e.code().name}: {e.details()}"
+            assert "retry later" in e.details() or "--max_inflight" in e.details(), e.details()
+            return "refused"
+        return "ok"
+
+    try:
+        with ThreadPoolExecutor(calls) as pool:
+            outcomes = list(pool.map(call, range(calls)))
+    finally:
+        for channel in channels:
+            channel.close()
+    alive = server.proc is not None and server.proc.poll() is None
+    failed = [o for o in outcomes if o not in ("ok", "refused")]
+    assert alive and not failed, (failed[:5], cgroup.oom_kills(), server.log()[-3000:])
+    assert cgroup.oom_kills() == 0
+    assert "ok" in outcomes, outcomes
+    after = _refused_counts(server)
+    grpc_refused = sum(v for (p, _), v in after.items() if p == "grpc") - sum(
+        v for (p, _), v in before.items() if p == "grpc"
+    )
+    assert grpc_refused == outcomes.count("refused"), (before, after)
+    _valid_predict_ok(server)
+
+
 # ---- refusals, one request at a time ---------------------------------------------------------
 
 
@@ -229,6 +283,11 @@ def test_refusals_are_shared_named_and_leave_probes_alone(one_slot):
 
     server.wait_for(slot_held, what="the held request to be admitted")
     try:
+        # The held request is the one in flight (the gauges; /metrics is never admitted).
+        inflight = _inflight(server)
+        assert inflight[(":tfmodel:inflight_requests", "rest")] == 1, inflight
+        assert inflight[(":tfmodel:inflight_request_bytes", "rest")] >= 64 * 1024, inflight
+        assert inflight[(":tfmodel:inflight_requests", "grpc")] == 0, inflight
         r = requests.post(url, data=_rest_body(1), timeout=30)
         assert r.status_code == 429
         assert r.headers["Retry-After"] == "1"
@@ -251,6 +310,12 @@ def test_refusals_are_shared_named_and_leave_probes_alone(one_slot):
         held[0].conn.close()
     assert response.status == 200, body
     assert orjson.loads(body) == {"predictions": [pytest.approx(float(FEATURES))]}
+    # Released once the answer is written (a moment after the client has it).
+    server.wait_for(
+        lambda: _inflight(server)[(":tfmodel:inflight_requests", "rest")] == 0,
+        what="the in-flight gauge to fall back to 0",
+    )
+    assert _inflight(server)[(":tfmodel:inflight_request_bytes", "rest")] == 0
     after = _refused_counts(server)
     assert (
         after.get(("grpc", "inflight_requests"), 0) - before.get(("grpc", "inflight_requests"), 0)

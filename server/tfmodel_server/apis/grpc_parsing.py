@@ -8,7 +8,7 @@ that is also where admission control sees a call's size before anything is decod
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf import descriptor, message, message_factory
@@ -35,7 +35,7 @@ def _parsing(
 
     async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> message.Message:
         ticket: Ticket | None = None
-        if admission is not None and admission.limits.enabled:
+        if admission is not None:
             try:
                 # Before parsing: the message's size is all that is known, and all it takes.
                 ticket = admission.admit(len(raw), PROTOCOL_GRPC)
@@ -57,6 +57,40 @@ def _parsing(
     return handler
 
 
+def _receiving(
+    parsing: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[message.Message]],
+    admission: AdmissionControl,
+):
+    """The handler registered as client-streaming, so that it runs before the message
+    has been received: it takes a receive slot or refuses the call at once (grpc core
+    then drops what it has of the message), then reads the one message a unary client
+    sends. On the wire a unary call and a one-message client stream are the same;
+    clients see a unary method.
+    """
+
+    async def handler(
+        _messages: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> message.Message:
+        raw = None
+        try:
+            with admission.receiving_grpc():
+                # context.read(), not `async for` over `_messages`: grpc.aio's async
+                # generator, left suspended after one message, holds that message in a
+                # reference cycle until the cyclic collector runs (OOM-killed the server
+                # in bench.overload's mixed burst; docs/overload.md).
+                received = await context.read()
+                if received is not grpc.aio.EOF:
+                    raw = received
+        except Refused as e:
+            await context.abort(e.code, bounded_message(e.message))
+        if raw is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "No request message")
+        assert raw is not None
+        return await parsing(raw, context)
+
+    return handler
+
+
 def add_servicer(
     server: grpc.aio.Server,
     servicer: object,
@@ -66,19 +100,25 @@ def add_servicer(
 ) -> str:
     """Register every (unary) method of `service` on `servicer`; returns the service name.
 
-    With `admission`, every call is charged its message size before it is parsed
-    (RESOURCE_EXHAUSTED when the in-flight budget is spent); large messages are
-    parsed in the codec pool.
+    With `admission`, messages are received a few at a time (receiving_grpc) and every
+    call is charged its message size before it is parsed (RESOURCE_EXHAUSTED when the
+    in-flight budget is spent); large messages are parsed in the codec pool.
     """
     pool = pool or CodecPool()
     handlers = {}
     for method in service.methods:
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(servicer, method.name), request_type, admission, pool),
-            response_serializer=response_type.SerializeToString,
-        )
+        parsing = _parsing(getattr(servicer, method.name), request_type, admission, pool)
+        if admission is None:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                parsing, response_serializer=response_type.SerializeToString
+            )
+        else:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                _receiving(parsing, admission),
+                response_serializer=response_type.SerializeToString,
+            )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )

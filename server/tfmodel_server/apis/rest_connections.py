@@ -258,7 +258,7 @@ def limits_middleware(
         guard.request_started(transport)
         ticket: Ticket | None = None
         try:
-            if admission.limits.enabled and _is_work(request):
+            if _is_work(request):
                 try:
                     # Before one byte of the body is read: Content-Length, or (chunked)
                     # the minimum now and the rest as it arrives (_read_counted).

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
 
 from tfmodel_server.errors import ServingError
+from tfmodel_server.model_servers.memory_limit import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ PROTOCOL_REST = "rest"
 REASON_BYTES = "inflight_bytes"
 REASON_REQUESTS = "inflight_requests"
 REASON_TOO_LARGE = "larger_than_budget"
+REASON_RECEIVING = "grpc_receiving"
 
 # Every request is charged at least this much: a request's buffers, handler task and
 # response cost memory whatever its size, so the bytes budget also bounds their number.
@@ -57,6 +60,16 @@ HEADROOM_SHARE = 0.25
 MIN_DERIVED_BYTES = 4 * MIN_REQUEST_CHARGE
 
 RETRY_AFTER_SECONDS = 1
+
+# gRPC prediction calls whose message is still being received, per core (at least
+# MIN_RECEIVE_SLOTS). grpc core buffers a call's whole message as it arrives, whether
+# or not the handler reads it yet (measured: calls held waiting for their turn were
+# buffered all the same), and its size is unknown until it is whole; so a call
+# arriving while this many are being received is refused at once, before grpc core
+# has more of it than HTTP/2 flow control let through (docs/overload.md,
+# bench/grpc_flood.py). A message that has arrived is then charged its size.
+RECEIVE_SLOTS_PER_CORE = 1
+MIN_RECEIVE_SLOTS = 2
 
 RefusalObserver = Callable[[str, str], None]  # (protocol, reason)
 
@@ -134,16 +147,54 @@ class Ticket:
 class AdmissionControl:
     """The shared budget. Cheap enough to call on the event loop for every request."""
 
-    def __init__(self, limits: AdmissionLimits, on_refused: RefusalObserver | None = None) -> None:
+    def __init__(
+        self,
+        limits: AdmissionLimits,
+        on_refused: RefusalObserver | None = None,
+        receive_slots: int = 0,
+    ) -> None:
         self.limits = limits
         self.on_refused = on_refused
         self._lock = threading.Lock()
         self.inflight_bytes = 0
         self.inflight_requests = 0
         self.refused = 0
+        self.receive_slots = receive_slots or max(
+            MIN_RECEIVE_SLOTS, usable_cores() * RECEIVE_SLOTS_PER_CORE
+        )
+        self.receiving = 0
+        # protocol -> [requests, bytes] admitted now (the in-flight gauges).
+        self._by_protocol: dict[str, list[int]] = {PROTOCOL_GRPC: [0, 0], PROTOCOL_REST: [0, 0]}
+
+    @contextmanager
+    def receiving_grpc(self) -> Iterator[None]:
+        """Hold one of the gRPC receive slots while a call's message is received, or
+        Refused when none is free. Only with limits enabled (else TF Serving's
+        behaviour: every call is received)."""
+        if not self.limits.enabled:
+            yield
+            return
+        with self._lock:
+            if self.receiving >= self.receive_slots:
+                self._refuse(
+                    PROTOCOL_GRPC,
+                    REASON_RECEIVING,
+                    f"Server busy: {self.receiving} gRPC requests are being received (a "
+                    "message's size is known only once it has arrived, so few are received "
+                    f"at once; {BYTES_FLAG} bounds the rest); retry later",
+                )
+            self.receiving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.receiving -= 1
 
     def admit(self, nbytes: int, protocol: str) -> Ticket:
-        """Charge a request of `nbytes` (0 when not known yet) or raise Refused."""
+        """Charge a request of `nbytes` (0 when not known yet) or raise Refused.
+
+        Called for every prediction request, limits or not (without limits nothing is
+        refused; the charge feeds the in-flight gauges)."""
         charge = max(nbytes, MIN_REQUEST_CHARGE)
         limits = self.limits
         with self._lock:
@@ -167,6 +218,9 @@ class AdmissionControl:
                 self._refuse(protocol, REASON_BYTES, self._bytes_message(charge))
             self.inflight_bytes += charge
             self.inflight_requests += 1
+            counts = self._by_protocol.setdefault(protocol, [0, 0])
+            counts[0] += 1
+            counts[1] += charge
         return Ticket(self, charge, protocol)
 
     def _grow(self, ticket: Ticket, total_bytes: int) -> None:
@@ -187,6 +241,7 @@ class AdmissionControl:
             if limits.max_bytes and self.inflight_bytes + extra > limits.max_bytes:
                 self._refuse(ticket.protocol, REASON_BYTES, self._bytes_message(total_bytes))
             self.inflight_bytes += extra
+            self._by_protocol[ticket.protocol][1] += extra
             ticket.charged = total_bytes
 
     def _release(self, ticket: Ticket) -> None:
@@ -196,6 +251,14 @@ class AdmissionControl:
             ticket.released = True
             self.inflight_bytes -= ticket.charged
             self.inflight_requests -= 1
+            counts = self._by_protocol[ticket.protocol]
+            counts[0] -= 1
+            counts[1] -= ticket.charged
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """protocol -> (requests, bytes) admitted and not yet answered, for the gauges."""
+        with self._lock:
+            return {p: (c[0], c[1]) for p, c in self._by_protocol.items()}
 
     def _bytes_message(self, charge: int) -> str:
         return (

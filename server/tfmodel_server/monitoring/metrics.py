@@ -210,6 +210,20 @@ def _fmt(bound: float) -> str:
     return format(bound, ".6g")
 
 
+class _Gauge:
+    """Values read when scraped: `read()` -> {label values: value}."""
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, tuple(labels)
+        self.read: Callable[[], dict[tuple[str, ...], float]] | None = None
+
+    def collect(self) -> Metric:
+        metric = Metric(self.name, self.doc, "gauge")
+        for key, value in (self.read() if self.read is not None else {}).items():
+            metric.add_sample(self.name, dict(zip(self.labels, key, strict=True)), value)
+        return metric
+
+
 class _Families(Collector):
     def __init__(self, families: Iterable) -> None:
         self.families = list(families)
@@ -332,6 +346,17 @@ class ServingMetrics:
             ["protocol", "reason"],
             typ="counter",
         )
+        self.inflight_requests = _Gauge(
+            ":tfmodel:inflight_requests",
+            "Prediction requests admitted and not yet answered, by protocol (grpc / rest).",
+            ["protocol"],
+        )
+        self.inflight_request_bytes = _Gauge(
+            ":tfmodel:inflight_request_bytes",
+            "Bytes the admitted prediction requests are charged (their size on the wire, at "
+            "least 64 KiB each), by protocol; --max_inflight_request_bytes bounds the sum.",
+            ["protocol"],
+        )
         self.registry.register(
             _Families(
                 [
@@ -351,6 +376,8 @@ class ServingMetrics:
                     self.model_load_latency,
                     self.config_reload_count,
                     self.requests_refused,
+                    self.inflight_requests,
+                    self.inflight_request_bytes,
                 ]
             )
         )
@@ -462,6 +489,13 @@ class ServingMetrics:
     def record_refused(self, protocol: str, reason: str) -> None:
         """One request refused by admission control (model_servers/admission.py)."""
         self.requests_refused.inc((protocol, reason))
+
+    def watch_inflight(self, snapshot: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        """The in-flight gauges read `snapshot()` (protocol -> (requests, bytes)) when scraped."""
+        self.inflight_requests.read = lambda: {(p,): float(v[0]) for p, v in snapshot().items()}
+        self.inflight_request_bytes.read = lambda: {
+            (p,): float(v[1]) for p, v in snapshot().items()
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

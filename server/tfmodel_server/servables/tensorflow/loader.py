@@ -14,7 +14,6 @@ parallel loads rely on).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ class LoaderOptions:
     num_tflite_interpreters_per_pool: int = 1
     # SessionBundleConfig.session_run_load_threadpool_index: the
     # session_inter_op_thread_pool the restore and init runs use (None: a thread of
-    # their own, see _LowPriorityRuns).
+    # their own, see _OwnThreadRuns).
     session_run_load_threadpool_index: int | None = None
     # SessionBundleConfig.enable_session_metadata: the model's name and version in
     # each session's ConfigProto.experimental.session_metadata.
@@ -164,14 +163,10 @@ def load_saved_model(
     try:
         # No import lock: --num_load_threads loads versions in parallel.
         with graph.as_default():
-            restoring: Any = session
-            if load_threadpool_index is not None:
-                # bundle_factory_util.cc GetRunOptions: restore and init on that pool.
-                restoring = _LowPriorityRuns(
-                    session, v1.RunOptions(inter_op_thread_pool=load_threadpool_index)
-                )
-            elif os.environ.get(LOAD_PRIORITY_ENV, "low") != "normal":
-                restoring = _LowPriorityRuns(session, v1.RunOptions(inter_op_thread_pool=-1))
+            # The restore and init ops on the caller thread (-1), or, as
+            # bundle_factory_util.cc GetRunOptions, on the session config's load pool.
+            pool = -1 if load_threadpool_index is None else load_threadpool_index
+            restoring = _OwnThreadRuns(session, v1.RunOptions(inter_op_thread_pool=pool))
             meta_graph_def = v1.saved_model.loader.load(restoring, list(tags), path)
         graph.finalize()  # no accidental graph growth per request
     except Exception as e:
@@ -191,26 +186,15 @@ def load_saved_model(
     return servable
 
 
-# Nice value of the thread that restores variables. 0: at nice 19 the restore,
-# descheduled on a busy node while it held a lock serving threads need, gave
-# single stalls of 450-690 ms (priority inversion); one thread at normal
-# priority held the target (docs/churn-and-workers.md).
-LOAD_NICE = 0
-# "normal" restores on the serving inter-op pool at normal priority, as before
-# (bench/neighbour_load.py --compare measures both).
-LOAD_PRIORITY_ENV = "TFMODEL_LOAD_PRIORITY"
-LOAD_NICE_ENV = "TFMODEL_LOAD_NICE"  # overrides LOAD_NICE (bench/neighbour_load.py)
-
-
-class _LowPriorityRuns:
+class _OwnThreadRuns:
     """The session as the SavedModel loader sees it: every run (the variables'
-    restore, the init ops) executes in a thread of its own, and in that thread
-    only (RunOptions.inter_op_thread_pool = -1, "the caller thread"), not on
-    the inter-op pool that serves requests. So reading a large checkpoint takes
-    one core, not every thread the serving pool has (issue 21: a 512 MB model
-    loading next door). A thread of its own so that TFMODEL_LOAD_NICE can lower
-    its priority: a raised nice value cannot be lowered again without
-    CAP_SYS_NICE.
+    restore, the init ops) executes in a thread of its own, at normal priority,
+    and in that thread only (RunOptions.inter_op_thread_pool = -1, "the caller
+    thread"), not on the inter-op pool that serves requests. So reading a large
+    checkpoint takes one core, not every thread the serving pool has (issue 21:
+    a 512 MB model loading next door, docs/churn-and-workers.md). Normal
+    priority: at nice 19 the restore, descheduled on a busy node while it held
+    what serving threads wait for, gave single stalls of 450-690 ms.
     """
 
     def __init__(self, session: Any, run_options: Any) -> None:
@@ -225,12 +209,6 @@ class _LowPriorityRuns:
         error: list[BaseException] = []
 
         def target() -> None:
-            try:
-                nice = int(os.environ.get(LOAD_NICE_ENV, LOAD_NICE))
-                if nice:
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-            except OSError:
-                pass  # not permitted here: run at normal priority
             try:
                 result.append(
                     self._session.run(
