@@ -111,7 +111,9 @@ class ObjectStore:
             region_name=self.region,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}
+            ),
         )
 
     def secret_data(self) -> dict[str, str]:

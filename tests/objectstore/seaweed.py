@@ -106,7 +106,9 @@ class SeaweedS3:
             region_name=REGION,
             aws_access_key_id=kwargs.get("access_key", ACCESS_KEY),
             aws_secret_access_key=kwargs.get("secret_key", SECRET_KEY),
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}
+            ),
         )
 
     def _wait_ready(self) -> None:
