@@ -2,6 +2,7 @@
 
 up       builds what is missing, starts the cluster, prints the kubeconfig and how to reach
          the node's network namespace, then waits; Ctrl-C (or SIGTERM) tears it all down.
+         --object-store also starts an S3 store (SeaweedFS) the pods reach (objectstore.py).
 down     tears down a cluster whose `up` is gone (killed with SIGKILL, or a demo kept with
          KEEP=1): DATA_DIR, or the only cluster `status` lists.
 status   lists the clusters on this machine: data dir, API port, live processes.
@@ -22,8 +23,16 @@ from pathlib import Path
 from tfmodel_devcluster.cluster import DATA_DIR_PARENT, DATA_DIR_PREFIX, Cluster, cache_dir, start
 
 
-def up() -> None:
+def up(object_store: bool = False) -> None:
     cluster = start()
+    store = ""
+    if object_store:
+        s3 = cluster.object_store()
+        store = f"""
+object store (SeaweedFS, S3 API; path-style addressing, region {s3.region}):
+  from pods:     {s3.pod_endpoint}   (storage.s3.endpoint of a TFModel)
+  from the host: {s3.host_endpoint}
+  AWS_ACCESS_KEY_ID={s3.access_key} AWS_SECRET_ACCESS_KEY={s3.secret_key}"""
     print(
         f"""
 cluster up (data in {cluster.data_dir}, logs in {cluster.data_dir}/logs)
@@ -32,7 +41,7 @@ cluster up (data in {cluster.data_dir}, logs in {cluster.data_dir}/logs)
   {cluster.helm_bin} list -A
   # pod and ClusterIP addresses route only inside the node's network namespace:
   nsenter --net=/run/netns/{cluster.netns} curl http://<cluster-ip>:8501/v1/models/<model>
-images: {" ".join(cluster.images.values())}
+images: {" ".join(cluster.images.values())}{store}
 Ctrl-C tears it all down.""",
         flush=True,
     )
@@ -145,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="tfmodel-cluster", description=(__doc__ or "").split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start a cluster and wait; Ctrl-C tears it down")
+    up_cmd = sub.add_parser("up", help="start a cluster and wait; Ctrl-C tears it down")
+    up_cmd.add_argument(
+        "--object-store",
+        action="store_true",
+        help="also start SeaweedFS's S3 gateway, reachable from the pods (s3:// models)",
+    )
     down_cmd = sub.add_parser("down", help="tear down a cluster whose `up` is gone")
     down_cmd.add_argument("data_dir", nargs="?", type=Path)
     sub.add_parser("status", help="list the clusters on this machine")
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         sys.exit(f"tfmodel-cluster {args.command}: needs root (network namespaces, mounts)")
     if args.command == "up":
-        up()
+        up(object_store=args.object_store)
     else:
         down(_pick(args.data_dir))
     return 0

@@ -22,6 +22,7 @@ One module a concern; Cluster ties them together and is what callers use:
   controlplane.py  kube-apiserver + etcd, controller-manager, scheduler
   node.py          containerd, kubelet, kube-proxy, cgroups, and their teardown
   access.py        kubectl and helm from the host
+  objectstore.py   SeaweedFS's S3 gateway for s3:// models (started on demand)
 
 By hand:  sudo .venv/bin/tfmodel-cluster up      (prints how to use kubectl)
 """
@@ -52,6 +53,7 @@ from tfmodel_devcluster.controlplane import start_control_plane
 from tfmodel_devcluster.host import ClusterError, cache_dir, log
 from tfmodel_devcluster.network import NodeNetwork
 from tfmodel_devcluster.node import NODE_NAME, Node
+from tfmodel_devcluster.objectstore import ObjectStore, start_object_store
 from tfmodel_devcluster.processes import Processes
 
 __all__ = [
@@ -90,6 +92,7 @@ class Cluster:
     processes: Processes = field(init=False)
     access: KubeAccess = field(init=False)
     node: Node = field(init=False)
+    _object_store: ObjectStore | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.network = NodeNetwork(self.netns, self.data_dir)
@@ -147,6 +150,12 @@ class Cluster:
             cwd=REPO_ROOT,
             start_new_session=True,
         )
+
+    def object_store(self) -> ObjectStore:
+        """The cluster's S3-compatible store (SeaweedFS), started on first use."""
+        if self._object_store is None:
+            self._object_store = start_object_store(self.network, self.processes, self.data_dir)
+        return self._object_store
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         return self.processes.log_tail(name, chars)

@@ -74,9 +74,11 @@ class NodeNetwork:
         }
         (self.cni_conf_dir / "10-tfmodel.conflist").write_text(json.dumps(conflist, indent=2))
 
-    def forward(self, processes: Processes, host_port: int, to_port: int) -> int:
+    def forward(
+        self, processes: Processes, host_port: int, to_port: int, name: str = "forward"
+    ) -> int:
         """127.0.0.1:`host_port` on the host (0: any free port) -> 127.0.0.1:`to_port` in the
-        namespace; returns the host port. The listener is made here, in the host's namespace,
+        namespace, as the process `name`; returns the host port. The listener is made here, in the host's namespace,
         and handed to forward.py, which runs in the node's and connects from there."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,7 +91,7 @@ class NodeNetwork:
         port: int = listener.getsockname()[1]
         fd = listener.fileno()
         cmd = [sys.executable, str(FORWARDER), f"--fd={fd}", f"--to=127.0.0.1:{to_port}"]
-        processes.start("forward", self.wrap(cmd), pass_fds=(fd,))
+        processes.start(name, self.wrap(cmd), pass_fds=(fd,))
         listener.close()
         return port
 

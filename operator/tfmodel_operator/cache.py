@@ -51,16 +51,24 @@ def trim_child(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+MODEL_CACHE_ARG = "--model_cache_dir="  # probe.has_model_cache reads it
+
+
 def trim_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields probe.py reads: phase, IP, the server container's ports and restarts; uid
-    for the analysis's per-pod baselines."""
+    """The fields probe.py reads: phase, IP, the server container's ports and restarts,
+    whether it has a model cache (its --model_cache_dir argument); uid for the analysis's
+    per-pod baselines."""
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
-    containers = [
-        {"name": c.get("name"), "ports": c.get("ports") or []}
-        for c in (obj.get("spec") or {}).get("containers") or []
-        if c.get("name") == names.SERVER_CONTAINER
-    ]
+    containers = []
+    for c in (obj.get("spec") or {}).get("containers") or []:
+        if c.get("name") != names.SERVER_CONTAINER:
+            continue
+        kept: dict[str, Any] = {"name": c.get("name"), "ports": c.get("ports") or []}
+        cache_args = [a for a in c.get("args") or [] if str(a).startswith(MODEL_CACHE_ARG)]
+        if cache_args:
+            kept["args"] = cache_args
+        containers.append(kept)
     kept_status: dict[str, Any] = {k: status[k] for k in ("phase", "podIP") if k in status}
     # The server container's restarts: a restarted pod's counters start again (analysis).
     restarts = [

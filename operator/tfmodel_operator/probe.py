@@ -1,5 +1,5 @@
-"""Ask each running server pod for GET /v1/models and its metrics; an unreachable pod is
-counted, not fatal.
+"""Ask each running server pod for GET /v1/models, its metrics and, when its server has a
+model cache (s3:// models), GET /v1/cache; an unreachable pod is counted, not fatal.
 
 Every running pod is asked (no cap: under an HPA all of them serve the canary), at most
 `concurrency` at once, on one long-lived client: a pooled urllib3 manager (keep-alive
@@ -63,6 +63,16 @@ def server_restarts(pod: dict[str, Any]) -> int:
     return 0
 
 
+def has_model_cache(pod: dict[str, Any]) -> bool:
+    """Whether the pod's server caches s3:// versions (the operator passes
+    --model_cache_dir only then): only those pods are asked for GET /v1/cache."""
+    for container in pod.get("spec", {}).get("containers", []):
+        if container.get("name") == names.SERVER_CONTAINER:
+            args = [*(container.get("command") or []), *(container.get("args") or [])]
+            return any(str(a).startswith("--model_cache_dir=") for a in args)
+    return False
+
+
 def pod_uid(pod: dict[str, Any]) -> str:
     meta = pod.get("metadata") or {}
     return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
@@ -76,6 +86,7 @@ class PodAnswer:
     restarts: int
     models: dict[str, Any] | None
     metrics: str | None = None
+    cache: dict[str, Any] | None = None  # GET /v1/cache (pods with a model cache)
 
 
 class PodClient:
@@ -174,21 +185,24 @@ class PodClient:
         `secrets` reads the Secrets a pod with spec.security needs (probe_transport.py);
         a pod whose Secrets cannot be read is counted as not answering."""
 
-        def one(pod: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        Answer = tuple[dict[str, Any] | None, str | None, dict[str, Any] | None]
+
+        def one(pod: dict[str, Any]) -> Answer:
             try:
                 how = self.transport(pod, secrets)
             except TransportError as err:
                 log.warning("cannot probe pod %s: %s", pod_uid(pod), err)
-                return None, None
+                return None, None, None
             return (
                 fetch_models(self, pod, how),
                 fetch_metrics(self, pod, how) if metrics else None,
+                fetch_cache(self, pod, how) if has_model_cache(pod) else None,
             )
 
         live = running(pods)
         answers = self._all(live, one)
         return [
-            PodAnswer(pod_uid(pod), server_restarts(pod), *(answer or (None, None)))
+            PodAnswer(pod_uid(pod), server_restarts(pod), *(answer or (None, None, None)))
             for pod, answer in zip(live, answers, strict=True)
         ]
 
@@ -196,7 +210,16 @@ class PodClient:
 def fetch_models(
     client: PodClient, pod: dict[str, Any], transport: Transport | None = None
 ) -> dict[str, Any] | None:
-    data = client.get(pod, "/v1/models", transport)
+    return _json(client.get(pod, "/v1/models", transport))
+
+
+def fetch_cache(
+    client: PodClient, pod: dict[str, Any], transport: Transport | None = None
+) -> dict[str, Any] | None:
+    return _json(client.get(pod, "/v1/cache", transport))
+
+
+def _json(data: bytes | None) -> dict[str, Any] | None:
     try:
         body = json.loads(data) if data is not None else None
     except ValueError:

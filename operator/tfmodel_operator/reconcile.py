@@ -246,6 +246,11 @@ class PodView:
         reports = [a.models for a in answers if a.models is not None]
         return cls(reports, len(answers) - len(reports), answers)
 
+    @property
+    def caches(self) -> list[dict[str, Any]]:
+        """The GET /v1/cache bodies (pods serving s3:// models)."""
+        return [a.cache for a in self.answers if a.cache is not None]
+
 
 _pod_client: PodClient | None = None
 _windows = AnalysisWindows()
@@ -396,6 +401,7 @@ def write_status(
             deployment=deployment,
             reports=pods.reports,
             unreachable_pods=pods.unreachable,
+            caches=pods.caches,
             problems=problems,
         )
         new = build_status(name, spec, obs, namespace)

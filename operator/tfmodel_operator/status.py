@@ -17,6 +17,7 @@ class Observation:
     deployment: dict[str, Any] | None
     reports: list[dict[str, Any]] = field(default_factory=list)  # GET /v1/models bodies
     unreachable_pods: int = 0
+    caches: list[dict[str, Any]] = field(default_factory=list)  # GET /v1/cache bodies
     problems: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
 
 
@@ -72,8 +73,11 @@ def _rejected_configs(obs: Observation) -> list[tuple[str, str]]:
 _STATE_ORDER = ["START", "LOADING", "AVAILABLE", "UNLOADING", "END"]
 
 
-def models_status(spec: TFModelSpec, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model: the versions the reachable pods report (worst state wins) and their labels."""
+def models_status(
+    spec: TFModelSpec, reports: list[dict[str, Any]], caches: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Per model: the versions the reachable pods report (worst state wins) and their labels;
+    for s3:// models each version's download summary from the pods' caches."""
     result = []
     for model in spec.models:
         versions: dict[int, dict[str, Any]] = {}
@@ -98,6 +102,9 @@ def models_status(spec: TFModelSpec, reports: list[dict[str, Any]]) -> list[dict
                 error = (vs.get("status") or {}).get("error_message")
                 if error:
                     row["errorMessage"] = error
+        for version, summary in cache_summaries(model.name, caches or []).items():
+            if version in versions:
+                versions[version]["cache"] = summary
         entry_out: dict[str, Any] = {
             "name": model.name,
             "reachablePods": reachable,
@@ -107,6 +114,50 @@ def models_status(spec: TFModelSpec, reports: list[dict[str, Any]]) -> list[dict
             entry_out["versionLabels"] = labels
         result.append(entry_out)
     return result
+
+
+_CACHE_STATES = ("downloading", "cached", "failed")
+
+
+def cache_summaries(model: str, caches: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per version of `model`, what the pods' GET /v1/cache say, summed over pods so the
+    status stays small however many pods there are: how many pods are downloading it,
+    hold it cached or failed to, its size, and the bytes fetched (in all, and the least
+    and most one pod fetched: at most sizeBytes when each pod fetched it once).
+
+    `state`: Downloading while any pod downloads it, else Failed if any failed, else
+    Cached. (Loaded is the version's own state: AVAILABLE.)"""
+    per_version: dict[int, list[dict[str, Any]]] = {}
+    for body in caches:
+        entries = (body.get("models") or {}).get(model) or {}
+        if not isinstance(entries, dict):
+            continue
+        for version, entry in entries.items():
+            if isinstance(entry, dict) and str(version).isdigit():
+                per_version.setdefault(int(version), []).append(entry)
+    out: dict[int, dict[str, Any]] = {}
+    for version, entries in sorted(per_version.items()):
+        counts = {st: sum(1 for e in entries if e.get("state") == st) for st in _CACHE_STATES}
+        fetched = [int(e.get("bytes_fetched") or 0) for e in entries]
+        summary: dict[str, Any] = {
+            "state": "Downloading"
+            if counts["downloading"]
+            else "Failed"
+            if counts["failed"]
+            else "Cached",
+            "downloadingPods": counts["downloading"],
+            "cachedPods": counts["cached"],
+            "failedPods": counts["failed"],
+            "sizeBytes": max(int(e.get("bytes_total") or 0) for e in entries),
+            "fetchedBytes": sum(fetched),
+            "fetchedBytesMinPerPod": min(fetched),
+            "fetchedBytesMaxPerPod": max(fetched),
+        }
+        error = next((str(e["error"]) for e in entries if e.get("error")), "")
+        if error:
+            summary["error"] = error[:500]
+        out[version] = summary
+    return out
 
 
 def _rank(state: str) -> int:
@@ -144,7 +195,7 @@ def build_status(
     desired, ready, _updated, rolled_out, rollout_msg = _rollout(obs)
     if spec.autoscaling is None and obs.deployment is None:
         desired = spec.replicas
-    models = models_status(spec, obs.reports)
+    models = models_status(spec, obs.reports, obs.caches)
     load_errors = [
         f"{m['name']} version {v['version']}: {v['errorMessage']}"
         for m in models

@@ -174,7 +174,12 @@ class ModelServer:
             options.xla_cpu_compilation_enabled, options.xla_gpu_compilation_enabled
         )
         # s3:// base paths: versions are downloaded into the cache when the policy picks them.
-        self.model_cache = ModelCache(options.model_cache_dir, s3_settings(options))
+        # The s3:// base paths of the applied config (None before the first): the cache
+        # keeps only these and what the manager still holds.
+        self._configured_s3_bases: set[str] | None = None
+        self.model_cache = ModelCache(
+            options.model_cache_dir, s3_settings(options), options.prefer_tflite_model
+        )
         self._stopping = False
         self.flushing_loader = (
             FlushingLoader(self.loader, options.num_load_threads)
@@ -185,7 +190,7 @@ class ModelServer:
             CachingLoader(self.flushing_loader or self.loader, self.model_cache),
             RoutingSource(
                 FileSystemSource(prefer_tflite_model=options.prefer_tflite_model),
-                ObjectStoreSource(s3_settings(options)),
+                ObjectStoreSource(s3_settings(options), options.prefer_tflite_model),
             ),
             ManagerOptions(
                 load_threads=max(1, options.num_load_threads),
@@ -276,10 +281,15 @@ class ModelServer:
                 # Start-up waits through load retries (ServerCore::Create), reloads not.
                 await self.core.apply_config(cfg, defer_labels=defer, through_retries=first)
                 self.request_log.configure(log_plans)
+                self._configured_s3_bases = {
+                    m.base_path for m in cfg.model_config_list.config if s3.is_s3_url(m.base_path)
+                }
         except ServingError as e:
             self._record_reload(False, e.message, source)
             raise
         self._record_reload(True, "", source)
+        # A removed model that unloaded during apply_config fired no listener since.
+        await asyncio.to_thread(self._evict_dropped_versions)
 
     async def reload_config(self, cfg: model_server_config_pb2.ModelServerConfig) -> None:
         """HandleReloadConfigRequest (it loads any path the process can read: behind
@@ -303,8 +313,10 @@ class ModelServer:
 
     def _evict_dropped_versions(self) -> None:
         """The cache holds what the manager holds: a version the policy dropped, deleted
-        from the bucket or failed is deleted from disk once it has unloaded. Never on
-        shutdown: the next container in the pod reuses the cache."""
+        from the bucket or failed is deleted from disk once it has unloaded, and every
+        version of a model removed from the config once it has unloaded (or, after a
+        restart, as soon as the config is applied). Never on shutdown: the next container
+        in the pod reuses the cache."""
         if self._stopping:
             return
         keep: dict[str, set[int]] = {}  # per base path: two models may share one
@@ -316,6 +328,10 @@ class ModelServer:
                 names.setdefault(info.base_path, info.name)
         for base_path, versions in keep.items():
             self.model_cache.evict_except(names[base_path], base_path, versions)
+        configured = self._configured_s3_bases
+        if configured is not None:  # None until a config is applied: nothing known yet
+            held_bases = {b for b, versions in keep.items() if versions}
+            self.model_cache.evict_bases_except(configured | held_bases)
 
     def _refresh_pending_labels(self) -> None:
         self.rest_state.config_status["pending_labels"] = self.core.pending_labels()

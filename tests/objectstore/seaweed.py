@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from tfmodel_devcluster.objectstore import identity_config, server_args
 
 from tests.ports import free_port
 
@@ -72,45 +73,19 @@ class SeaweedS3:
         return env
 
     def start(self) -> SeaweedS3:
-        config = {
-            "identities": [
-                {
-                    "name": "tfmodel",
-                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
-            ]
-        }
-        (self.dir / "s3.json").write_text(json.dumps(config))
+        (self.dir / "s3.json").write_text(json.dumps(identity_config(ACCESS_KEY, SECRET_KEY)))
         (self.dir / "data").mkdir()
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
-        grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-        args = [
+        args = server_args(
             self.weed,
-            "server",
-            f"-ip={self.ip}",
-            f"-ip.bind={self.ip}",
-            f"-dir={self.dir / 'data'}",
-            f"-master.port={ports['master']}",
-            f"-master.port.grpc={grpc['master']}",
-            "-master.telemetry=false",
-            # Every bucket is a collection that grows volumes of its own: small volumes, no
-            # fixed count (0 = as many as the disk holds; nothing is preallocated).
-            "-master.volumeSizeLimitMB=32",
-            f"-volume.port={ports['volume']}",
-            f"-volume.port.grpc={grpc['volume']}",
-            "-volume.max=0",
-            "-filer",
-            f"-filer.port={ports['filer']}",
-            f"-filer.port.grpc={grpc['filer']}",
-            "-s3",
-            f"-s3.port={self.s3_port}",
-            f"-s3.port.grpc={grpc['s3']}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.config={self.dir / 's3.json'}",
-            f"-metricsPort={self.metrics_port}",
-        ]
+            ip=self.ip,
+            bind=self.ip,
+            data=self.dir / "data",
+            config=self.dir / "s3.json",
+            s3_port=self.s3_port,
+            metrics_port=self.metrics_port,
+            ports={name: free_port() for name in ("master", "volume", "filer")},
+            grpc_ports={name: free_port() for name in ("master", "volume", "filer", "s3")},
+        )
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -131,7 +106,9 @@ class SeaweedS3:
             region_name=REGION,
             aws_access_key_id=kwargs.get("access_key", ACCESS_KEY),
             aws_secret_access_key=kwargs.get("secret_key", SECRET_KEY),
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}
+            ),
         )
 
     def _wait_ready(self) -> None:

@@ -255,3 +255,94 @@ def test_model_config_file_in_the_bucket_is_polled(seaweed, bucket, tmp_path):
         server.wait_versions("other", {1: "AVAILABLE"}, timeout=60)
         assert predict(server, model="other") == 4.0
         assert predict(server) == 2.5
+
+
+def test_a_model_removed_from_the_config_leaves_the_cache(seaweed, bucket, tmp_path):
+    """Every cached version of a model removed from the config is evicted once it has
+    unloaded; after a restart with a config that no longer names a model, its leftover
+    versions go at start while the configured ones are reused (0 bytes fetched)."""
+    cli = seaweed.client()
+    upload_dir(cli, export_linear(tmp_path / "a", 1, a=0.5), bucket, "models/linear/1")
+    upload_dir(cli, export_linear(tmp_path / "b", 1, a=2.0), bucket, "models/other/1")
+    cache = tmp_path / "cache"
+    config = tmp_path / "models.config"
+
+    def write_config(*names: str) -> None:
+        entries = "".join(
+            f'  config {{ name: "{n}" base_path: "s3://{bucket}/models/{n}" '
+            'model_platform: "tensorflow" }\n'
+            for n in names
+        )
+        tmp = tmp_path / "models.config.tmp"
+        tmp.write_text(f"model_config_list {{\n{entries}}}\n")
+        tmp.rename(config)  # the reader never sees half a file
+
+    def cached(name: str) -> set[int]:
+        base = cache / "s3" / bucket / "models" / name
+        return {int(p.name) for p in base.iterdir() if p.name.isdigit()} if base.is_dir() else set()
+
+    def server() -> ServerProcess:
+        return ServerProcess(
+            f"--model_config_file={config}",
+            "--model_config_file_poll_wait_seconds=1",
+            f"--file_system_poll_wait_seconds={POLL}",
+            f"--model_cache_dir={cache}",
+            "--s3_addressing_style=path",
+            env=seaweed.env(),
+        )
+
+    write_config("linear", "other")
+    with server() as proc:
+        proc.wait_ready()
+        assert predict(proc) == 2.5 and predict(proc, model="other") == 4.0
+        assert cached("linear") == cached("other") == {1}
+        write_config("other")
+        proc.wait_for(lambda: not cached("linear"), timeout=60, what="linear evicted")
+        assert "linear" not in requests.get(f"{proc.rest}/v1/cache", timeout=5).json()["models"]
+        assert cached("other") == {1} and predict(proc, model="other") == 4.0
+        write_config("linear", "other")
+        proc.wait_versions("linear", {1: "AVAILABLE"}, timeout=60)
+        assert cached("linear") == {1}
+
+    gets = seaweed.get_object_count(bucket)
+    write_config("other")  # linear removed while no server ran
+    with server() as proc:
+        proc.wait_ready()
+        proc.wait_for(lambda: not cached("linear"), timeout=60, what="the leftover evicted")
+        assert predict(proc, model="other") == 4.0
+        status = requests.get(f"{proc.rest}/v1/cache", timeout=5).json()["models"]
+        assert status["other"]["1"]["bytes_fetched"] == 0 and "linear" not in status
+    assert seaweed.get_object_count(bucket) == gets  # nothing downloaded again
+
+
+def test_a_tflite_only_version_with_prefer_tflite_model(seaweed, bucket, tmp_path):
+    """--prefer_tflite_model: a version prefix holding only model.tflite is complete (as
+    a directory is); without the flag it stays pending (no SavedModel)."""
+    from tests.server.tfs_testdata import VENDORED
+
+    tflite = VENDORED / "saved_model_half_plus_two_tflite_with_sigdef" / "00000123"
+    upload_dir(seaweed.client(), tflite, bucket, "models/half/123")
+    base = f"s3://{bucket}/models/half"
+    with ServerProcess(
+        "--model_name=half",
+        f"--model_base_path={base}",
+        f"--file_system_poll_wait_seconds={POLL}",
+        f"--model_cache_dir={tmp_path / 'cache'}",
+        "--s3_addressing_style=path",
+        "--prefer_tflite_model=true",
+        env=seaweed.env(),
+    ) as server:
+        server.wait_ready()
+        response = requests.post(
+            f"{server.rest}/v1/models/half:predict", json={"instances": [[2.0], [4.0]]}, timeout=10
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == [[3.0], [4.0]]
+        assert server.version_states("half") == {123: "AVAILABLE"}
+        assert (tmp_path / "cache" / "s3" / bucket / "models" / "half" / "123").is_dir()
+
+    with s3_server(seaweed, base, tmp_path / "cache2", "--model_name=half") as server:
+        server.wait_healthy()
+        time.sleep(3.0)  # six polls
+        assert server.version_states("half") == {}
+        assert not (tmp_path / "cache2" / "s3").exists()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 from tfmodel_operator import names
+from tfmodel_operator.cache import trim_pod
 from tfmodel_operator.deployment import build_deployment
 from tfmodel_operator.model_config import render_models_config
+from tfmodel_operator.probe import has_model_cache
 from tfmodel_operator.spec import SpecError, parse_spec
+from tfmodel_operator.status import cache_summaries, models_status
 from tfmodel_server.model_servers.config_file import (
     parse_model_server_config,
     validate_model_server_config,
@@ -120,3 +123,66 @@ def test_no_object_store_no_cache_no_env():
 def test_object_store_spec_errors(raw, message):
     with pytest.raises(SpecError, match=message):
         parse_spec(raw)
+
+
+def test_only_pods_with_a_model_cache_are_asked_for_it():
+    on_s3 = pod({"models": [{"name": "resnet", "storage": {"s3": S3}}]})
+    local = pod(
+        {
+            "models": [{"name": "a", "basePath": "/models/a"}],
+            "storage": {"hostPath": {"path": "/srv/models"}},
+        }
+    )
+    assert has_model_cache({"spec": on_s3}) is True
+    assert has_model_cache({"spec": local}) is False
+    # The operator's pod cache keeps what the probe reads, this argument included.
+    assert has_model_cache(trim_pod({"spec": on_s3})) is True
+    assert has_model_cache(trim_pod({"spec": local})) is False
+
+
+def _cache(state: str, fetched: int, total: int = 100, error: str = "") -> dict:
+    return {"state": state, "bytes_fetched": fetched, "bytes_total": total, "error": error}
+
+
+def test_cache_summary_per_version_is_small_for_many_pods():
+    """Three pods' GET /v1/cache: counts and byte totals per version, not a row per pod."""
+    caches = [
+        {"models": {"resnet": {"1": _cache("cached", 100), "2": _cache("downloading", 40)}}},
+        {"models": {"resnet": {"1": _cache("cached", 0), "2": _cache("cached", 100)}}},
+        {"models": {"resnet": {"1": _cache("cached", 100), "2": _cache("failed", 10, error="x")}}},
+        {"models": {"other": {"1": _cache("cached", 5)}}},
+    ]
+    summaries = cache_summaries("resnet", caches * 100)  # 400 pods: the same few fields
+    assert summaries[1] == {
+        "state": "Cached",
+        "downloadingPods": 0,
+        "cachedPods": 300,
+        "failedPods": 0,
+        "sizeBytes": 100,
+        "fetchedBytes": 20000,
+        "fetchedBytesMinPerPod": 0,  # a restarted container reused its cache
+        "fetchedBytesMaxPerPod": 100,  # no pod fetched it twice
+    }
+    assert summaries[2]["state"] == "Downloading"
+    assert (summaries[2]["downloadingPods"], summaries[2]["failedPods"]) == (100, 100)
+    assert summaries[2]["error"] == "x"
+    without_downloads = [c for i, c in enumerate(caches) if i != 0]
+    assert cache_summaries("resnet", without_downloads)[2]["state"] == "Failed"
+
+
+def test_models_status_shows_the_cache_beside_each_reported_version():
+    spec = parse_spec({"models": [{"name": "resnet", "storage": {"s3": S3}}]})
+    reports = [
+        {
+            "models": [
+                {"name": "resnet", "model_version_status": [{"version": 1, "state": "AVAILABLE"}]}
+            ]
+        }
+    ]
+    caches = [{"models": {"resnet": {"1": _cache("cached", 100), "9": _cache("cached", 1)}}}]
+    (model,) = models_status(spec, reports, caches)
+    (row,) = model["versions"]  # version 9 is no longer reported: not shown
+    assert row["state"] == "AVAILABLE" and row["availablePods"] == 1
+    assert row["cache"]["state"] == "Cached" and row["cache"]["fetchedBytes"] == 100
+    (plain,) = models_status(spec, reports)
+    assert "cache" not in plain["versions"][0]

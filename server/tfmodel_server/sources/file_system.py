@@ -22,9 +22,11 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from functools import partial
 
 from tfmodel_server.core.interfaces import Fingerprint, ModelSourceState, VersionDir
 from tfmodel_server.servables.tensorflow.saved_model_files import incomplete_reason
+from tfmodel_server.sources.stability import StabilityRound
 
 __all__ = ["FileSystemSource", "ModelSourceState", "VersionDir", "fingerprint_dir", "parse_version"]
 
@@ -142,11 +144,9 @@ class FileSystemSource:
         self._last_error[name] = None
 
         ignored = self._ignored_logged.setdefault(name, set())
-        last_seen = self._last_seen.get(name, {})
         offered = self._offered.get(name, {})
         stamps = self._stamps.get(name, {})
-        seen: dict[int, Fingerprint] = {}
-        new_offered: dict[int, VersionDir] = {}
+        round_ = StabilityRound(state, self._last_seen.get(name, {}), offered)
         new_stamps: dict[int, Stamp] = {}
         for child, is_dir in sorted(children):
             version = parse_version(child) if is_dir else None
@@ -162,42 +162,25 @@ class FileSystemSource:
                     )
                 continue
             path = os.path.join(base_path, child)
-            if version in seen:
+            if version in round_:
                 log.warning("Servable %s: two directories for version %d", name, version)
                 continue
             if version in offered and version in stamps:
                 stamp = version_stamp(path)
                 if stamp is not None and stamp == stamps[version]:
                     # Unchanged since it was offered: no walk, no completeness check.
-                    seen[version] = offered[version].fingerprint
-                    new_offered[version] = offered[version]
+                    round_.keep(version)
                     new_stamps[version] = stamp
                     continue
             reason = incomplete_reason(path, self._prefer_tflite_model)
-            if reason is not None:
-                if version in offered:
-                    log.warning(
-                        "Servable %s version %d is no longer complete: %s", name, version, reason
-                    )
-                state.pending.add(version)
-                seen[version] = ()
-                continue
-            stamp = version_stamp(path)  # before the walk: a change during it shows next poll
-            fp = fingerprint_dir(path)
-            seen[version] = fp
-            if last_seen.get(version) == fp:
-                new_offered[version] = VersionDir(version, path, fp)
-                if stamp is not None:
-                    new_stamps[version] = stamp
-            elif version in offered:
-                # Being rewritten: keep offering the last stable content meanwhile.
-                new_offered[version] = offered[version]
-            else:
-                state.pending.add(version)
-        self._last_seen[name] = seen
-        self._offered[name] = new_offered
+            # The stamp before the walk: a change during it shows at the next poll.
+            stamp = version_stamp(path) if reason is None else None
+            if round_.observe(version, path, reason, partial(fingerprint_dir, path)) and stamp:
+                new_stamps[version] = stamp
+        self._last_seen[name] = seen = round_.seen
+        self._offered[name] = round_.offered
         self._stamps[name] = new_stamps
-        state.complete = dict(new_offered)
+        round_.finish()
         if not seen:
             if name not in self._warned_empty:
                 self._warned_empty.add(name)

@@ -78,9 +78,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 class ModelCache:
-    def __init__(self, root: str, settings: s3.S3Settings) -> None:
+    def __init__(
+        self, root: str, settings: s3.S3Settings, prefer_tflite_model: bool = False
+    ) -> None:
         self.root = os.path.abspath(root)
         self.settings = settings
+        self.prefer_tflite_model = prefer_tflite_model
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int], CacheEntry] = {}
 
@@ -111,7 +114,7 @@ class ModelCache:
         final = self.dir_for(loc)
         cli = s3.client(self.settings)
         objects = s3.list_objects(cli, loc)
-        reason = listing_incomplete_reason({o.relpath for o in objects})
+        reason = listing_incomplete_reason({o.relpath for o in objects}, self.prefer_tflite_model)
         if reason is None and not all(s3.safe_relpath(o.relpath) for o in objects):
             reason = "a key cannot be stored as a file"
         if reason is not None:
@@ -208,6 +211,34 @@ class ModelCache:
                 self._entries.pop((model, int(name)), None)
             log.info("Servable %s version %s: evicted from the cache", model, name)
         return sorted(evicted)
+
+    def evict_bases_except(self, keep: Iterable[str]) -> list[str]:
+        """Delete every cached version whose base path is not in keep (s3:// URLs): the
+        models removed from the config, here or before a container restart. Returns the
+        deleted dirs."""
+        keep_dirs = set()
+        for url in keep:
+            try:
+                keep_dirs.add(self.dir_for(s3.parse_s3_url(url)))
+            except ValueError:
+                continue
+        evicted: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(self.root, "s3")):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # temp dirs: sweep_temp
+            name = os.path.basename(dirpath)
+            if MANIFEST not in filenames or not (name.isascii() and name.isdigit()):
+                continue
+            dirnames.clear()  # a version dir: its files are the model's
+            if os.path.dirname(dirpath) in keep_dirs:
+                continue
+            shutil.rmtree(dirpath, ignore_errors=True)
+            evicted.append(dirpath)
+            with self._lock:
+                for key, entry in list(self._entries.items()):
+                    if entry.path == dirpath:
+                        del self._entries[key]
+            log.info("Evicted %s from the cache: its model is no longer configured", dirpath)
+        return evicted
 
     def sweep_temp(self) -> None:
         """Remove temp dirs left by a process that died mid-download."""

@@ -15,10 +15,12 @@ import hashlib
 import logging
 import threading
 from collections.abc import Mapping
+from functools import partial
 
 from tfmodel_server.core.interfaces import Fingerprint, ModelSourceState, Source, VersionDir
 from tfmodel_server.servables.tensorflow.saved_model_files import listing_incomplete_reason
 from tfmodel_server.sources import s3
+from tfmodel_server.sources.stability import StabilityRound
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,10 @@ def listing_fingerprint(objects: list[s3.ObjectInfo]) -> Fingerprint:
 class ObjectStoreSource:
     """Polls s3:// base paths; poll() blocks (network): the manager runs it in a thread."""
 
-    def __init__(self, settings: s3.S3Settings) -> None:
+    def __init__(self, settings: s3.S3Settings, prefer_tflite_model: bool = False) -> None:
         self.settings = settings
+        # As for a directory: with --prefer_tflite_model, model.tflite alone is a version.
+        self.prefer_tflite_model = prefer_tflite_model
         self._lock = threading.Lock()
         self._models: dict[str, str] = {}
         self._last_seen: dict[str, dict[int, Fingerprint]] = {}
@@ -75,40 +79,25 @@ class ObjectStoreSource:
             log.info("Servable %s: base path %s is listed again", name, base_path)
         self._last_error[name] = None
 
-        last_seen = self._last_seen.get(name, {})
-        offered = self._offered.get(name, {})
-        seen: dict[int, Fingerprint] = {}
-        new_offered: dict[int, VersionDir] = {}
+        round_ = StabilityRound(state, self._last_seen.get(name, {}), self._offered.get(name, {}))
         for child, objects in sorted(groups.items()):
             version = int(child)
-            if version in seen:
+            if version in round_:
                 log.warning("Servable %s: two prefixes for version %d", name, version)
                 continue
             unsafe = [o.relpath for o in objects if not s3.safe_relpath(o.relpath)]
             reason = (
                 f"key {unsafe[0]!r} cannot be stored as a file"
                 if unsafe
-                else listing_incomplete_reason({o.relpath for o in objects})
+                else listing_incomplete_reason(
+                    {o.relpath for o in objects}, self.prefer_tflite_model
+                )
             )
-            if reason is not None:
-                if version in offered:
-                    log.warning(
-                        "Servable %s version %d is no longer complete: %s", name, version, reason
-                    )
-                state.pending.add(version)
-                seen[version] = ()
-                continue
-            fp = listing_fingerprint(objects)
-            seen[version] = fp
-            if last_seen.get(version) == fp:
-                new_offered[version] = VersionDir(version, loc.child(child).url, fp)
-            elif version in offered:
-                new_offered[version] = offered[version]  # being rewritten: keep the last stable
-            else:
-                state.pending.add(version)
-        self._last_seen[name] = seen
-        self._offered[name] = new_offered
-        state.complete = dict(new_offered)
+            url = loc.child(child).url
+            round_.observe(version, url, reason, partial(listing_fingerprint, objects))
+        self._last_seen[name] = seen = round_.seen
+        self._offered[name] = round_.offered
+        round_.finish()
         if not seen and name not in self._warned_empty:
             self._warned_empty.add(name)
             log.warning(

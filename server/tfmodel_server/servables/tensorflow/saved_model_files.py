@@ -48,8 +48,10 @@ def incomplete_reason(path: str, prefer_tflite_model: bool = False) -> str | Non
     return _variables_reason(names)
 
 
-def listing_incomplete_reason(relpaths: set[str]) -> str | None:
+def listing_incomplete_reason(relpaths: set[str], prefer_tflite_model: bool = False) -> str | None:
     """incomplete_reason for a listing of relative paths (an object-store version prefix)."""
+    if prefer_tflite_model and TFLITE_MODEL_FILE in relpaths:
+        return None
     if not any(f in relpaths for f in SAVED_MODEL_FILES):
         return "no saved_model.pb or saved_model.pbtxt"
     names = {p[len("variables/") :] for p in relpaths if p.startswith("variables/")}
