@@ -20,6 +20,7 @@ import requests
 import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import classification_pb2
+from tfmodel_operator.promtext import shadow_figures
 
 from tests.server.savedmodels import export_faulty, export_linear
 from tests.server.serverproc import ServerProcess
@@ -178,11 +179,17 @@ def test_agreement_of_an_identical_and_a_different_canary(shadow_server: ServerP
         side="canary",
     )
     assert predicts == ran
+    # The operator's rollout analysis reads the same figures from the same page.
+    text = requests.get(f"{shadow_server.rest}{METRICS}", timeout=10).text
+    read = shadow_figures(text, model)[(1, 2)]
+    assert (read.canary.requests, read.compared, read.top1_rows) == (ran, compared, rows)
     if model == "same":
         assert identical == compared and agree == rows > 0
+        assert read.abs_diff_over(1e-6) == 0 and read.top1_agree == rows
     else:
         # |y1 - y2| = 2|x + 0.5| up to 7 (Predict); top-1 flips on every row (Classify).
         assert identical == 0 and within_5 < compared and rows > 0 and agree == 0
+        assert read.abs_diff_over(0.01) == compared and read.top1_agree == 0
 
 
 def test_the_cap_and_admission_control_shed_shadow_runs(tmp_path: Path):
