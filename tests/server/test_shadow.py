@@ -21,6 +21,7 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import classification_pb2
 from tfmodel_operator.promtext import shadow_figures
+from tfmodel_server.inference.shadow import Agreement, compare
 
 from tests.server.savedmodels import export_faulty, export_linear
 from tests.server.serverproc import ServerProcess
@@ -256,3 +257,21 @@ def test_the_flag_shadows_without_a_split_file(tmp_path: Path):
             )
         assert tf.is_tensor(tf.constant(0))  # TensorFlow imported for the stubs' protos
         settled(server, "m", 10)
+
+
+def test_compare_outputs():
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]], np.float32)
+    flipped = scores[:, ::-1].copy()
+    assert compare({"s": scores}, {"s": scores}) == Agreement(0.0, 3, 3)
+    got = compare({"s": scores}, {"s": flipped})
+    # argmax of a tie is the first column on both sides: the third row agrees.
+    assert got.top1_rows == 3 and got.top1_agree == 1 and np.isclose(got.max_abs_diff, 0.8)
+    nan = np.array([np.nan, 1.0])
+    assert compare({"y": nan}, {"y": nan.copy()}).max_abs_diff == 0.0
+    assert compare({"y": nan}, {"y": np.array([0.0, 1.0])}).max_abs_diff == float("inf")
+    assert compare({"y": np.ones(2)}, {"y": np.ones(3)}).max_abs_diff == float("inf")
+    assert compare({"y": np.ones(2)}, {"z": np.ones(2)}).max_abs_diff == float("inf")
+    assert compare({"c": np.array([3, 5])}, {"c": np.array([3, 7])}) == Agreement(2.0, 0, 0)
+    words = np.array([b"a", b"b"], object)
+    assert compare({"w": words}, {"w": words.copy()}).max_abs_diff == 0.0
+    assert compare({"w": words}, {"w": np.array([b"a", b"c"], object)}).max_abs_diff == float("inf")

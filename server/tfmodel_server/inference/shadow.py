@@ -122,11 +122,11 @@ class ShadowTraffic:
         fraction = self._fractions.get(name, self.options.default_fraction)
         if fraction <= 0.0 or version is not None or label not in (None, STABLE_LABEL):
             return None
+        if fraction < 1.0 and self._sample() >= fraction:
+            return None  # drawn first: the label lookup takes the manager's lock
         canary = self.manager.labels(name).get(CANARY_LABEL)
         if canary is None or canary == served:
             return None  # no canary, or the split already sent this request to it
-        if fraction < 1.0 and self._sample() >= fraction:
-            return None
         return (name, served, canary)
 
     def submit(
