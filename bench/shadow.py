@@ -6,7 +6,9 @@ Four tfmodel-server processes serve the same small model (x f32[1,784] -> 10 sco
 one shadows 10 % of them on the canary (shadowPercent 10 in --traffic_split_file); one
 does both. The same closed-loop gRPC load (CLIENTS threads, batch-1 Predict) runs on each
 in rotating rounds, so drift on this shared machine hits all of them; the report is each
-median throughput's ratio to the plain server's, and the shadow runs the server counted.
+median throughput's ratio to the plain server's, the server CPU time per answered
+request (read from /proc around each round: less sensitive to the neighbours' load than
+throughput), and the shadow runs the server counted.
 
     python -m bench.shadow [--rounds 4] [--seconds 8] [--clients 4] [--percent 10]
 """
@@ -78,6 +80,14 @@ def start(work: Path, name: str, logging: str, shadow: float) -> tuple[subproces
     raise SystemExit(f"server {name} not ready")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (/proc/PID/stat utime, stime)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def shadow_counts(rest_port: int) -> tuple[float, float, float]:
     """(shadow runs, of which OK, shed) from the server's metrics page."""
     text = requests.get(f"http://127.0.0.1:{rest_port}{METRICS}", timeout=10).text
@@ -116,12 +126,17 @@ def main() -> None:
         shutil.copytree(work / "model" / "1", work / "model" / "2")
         servers = {name: start(work, name, *kind) for name, kind in kinds.items()}
         rates: dict[str, list[float]] = {name: [] for name in kinds}
+        cpu = dict.fromkeys(kinds, 0.0)  # server CPU seconds under load
+        served = dict.fromkeys(kinds, 0.0)  # requests answered under load
         names = list(kinds)
         try:
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
-                    _proc, grpc_port, _rest = servers[name]
+                    proc, grpc_port, _rest = servers[name]
+                    before = cpu_seconds(proc.pid)
                     rates[name].append(load(grpc_port, args.seconds, args.clients, "stable"))
+                    cpu[name] += cpu_seconds(proc.pid) - before
+                    served[name] += rates[name][-1] * args.seconds
                     print(f"round {r + 1} {name:>6}: {rates[name][-1]:8.1f} req/s", flush=True)
             counts = {name: shadow_counts(servers[name][2]) for name in ("shadow", "both")}
         finally:
@@ -129,10 +144,18 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
     off = statistics.median(rates["off"])
-    print(f"median req/s (ratio to off), {args.clients} clients, {args.percent:g} %:")
+    off_cpu = cpu["off"] / served["off"]
+    print(
+        f"median req/s (ratio to off) and server CPU per request (ratio to off), "
+        f"{args.clients} clients, {args.percent:g} %:"
+    )
     for name in kinds:
         median = statistics.median(rates[name])
-        print(f"  {name:>6}: {median:8.1f}  ({median / off:.3f})")
+        per = cpu[name] / served[name]
+        print(
+            f"  {name:>6}: {median:8.1f}  ({median / off:.3f})   "
+            f"{per * 1e6:7.1f} us CPU/request  ({per / off_cpu:.3f})"
+        )
     for name, (ran, ok, shed) in counts.items():
         print(f"  {name:>6}: {ran:.0f} shadow runs ({ok:.0f} OK), {shed:.0f} shed")
 
