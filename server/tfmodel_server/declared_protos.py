@@ -25,8 +25,8 @@ _BATCHING_FIELDS: tuple[tuple[str, int, str], ...] = (
     ("thread_pool_name", 5, "StringValue"),
     ("allowed_batch_sizes", 6, "repeated int64"),
     ("pad_variable_length_inputs", 7, "bool"),
-    ("enable_large_batch_splitting", 9, "BoolValue"),
-    ("max_execution_batch_size", 10, "Int64Value"),
+    ("enable_large_batch_splitting", 8, "BoolValue"),
+    ("max_execution_batch_size", 9, "Int64Value"),
 )
 
 

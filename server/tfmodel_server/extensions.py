@@ -10,6 +10,7 @@ from tfmodel_server.inference.batching import BatchingRunner
 from tfmodel_server.inference.batching_params import (
     BatchingConfigError,
     load_batching_parameters,
+    parse_batching_parameters,
     per_model_batching_params,
 )
 from tfmodel_server.monitoring.metrics import (
@@ -58,9 +59,19 @@ def build_extensions(options: ServerOptions) -> Extensions:
             ext.retired_observer = metrics.remove_version
     if options.enable_batching:
         try:
-            params = load_batching_parameters(options.batching_parameters_file or None)
+            if options.batching_parameters_text:  # from --platform_config_file
+                params = parse_batching_parameters(
+                    options.batching_parameters_text, options.platform_config_file
+                )
+            else:
+                params = load_batching_parameters(options.batching_parameters_file or None)
         except (BatchingConfigError, OSError) as e:
-            raise StartupError(f"INVALID_ARGUMENT: --batching_parameters_file: {e}") from e
+            source = (
+                "--platform_config_file"
+                if options.batching_parameters_text
+                else "--batching_parameters_file"
+            )
+            raise StartupError(f"INVALID_ARGUMENT: {source}: {e}") from e
         per_model = options.enable_per_model_batching_parameters
         ext.runner = BatchingRunner(params, stats=metrics, per_model=per_model)
     hooks: list[Callable[[Servable], None]] = []

@@ -73,9 +73,19 @@ class ServerOptions:
     enable_per_model_batching_parameters: bool = False
     num_load_threads: int = 0
     num_unload_threads: int = 0
+    flush_filesystem_caches: bool = True
     prefer_tflite_model: bool = False
     num_tflite_pools: int = 0  # 0 = the CPUs this process may run on, as TF Serving
     num_tflite_interpreters_per_pool: int = 1
+    platform_config_file: str = ""
+    thread_pool_factory_config_file: str = ""
+    # Set from --platform_config_file's SessionBundleConfig (model_servers/platform_config.py),
+    # never from flags: the ConfigProto used as is, BatchingParameters as text, the pool
+    # restore/init runs use (None: their own thread), session metadata in each ConfigProto.
+    session_config_proto: bytes = b""
+    batching_parameters_text: str = ""
+    session_run_load_threadpool_index: int | None = None
+    enable_session_metadata: bool = False
     workers: int = 1
     max_retained_unloaded_versions: int = 2
     event_loop: str = "uvloop"
@@ -318,10 +328,7 @@ def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
 # Flags that have no effect in this server: accepted, and a warning names them
 # when set. name -> (type, default, why it has no effect)
 NO_EFFECT_FLAGS: dict[str, tuple[object, object, str]] = {
-    "flush_filesystem_caches": (bool, True, "no filesystem cache to flush"),
     "use_alts_credentials": (bool, False, "Google ALTS"),
-    "platform_config_file": (str, "", "PlatformConfigMap (only the TensorFlow platform)"),
-    "thread_pool_factory_config_file": (str, "", "custom thread pools"),
     "skip_initialize_tpu": (bool, False, "TPU"),
 }
 
@@ -444,6 +451,13 @@ def _add_tensorflow_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
         help="versions unloaded at once (0 = one at a time)",
     )
     p.add_argument(
+        "--flush_filesystem_caches",
+        default=True,
+        help="drop the loaded model files from the page cache after each config's loads "
+        "and, with one load thread, after each load (TF Serving's Env::FlushFileSystemCaches)",
+        **flag_bool,
+    )
+    p.add_argument(
         "--prefer_tflite_model",
         default=False,
         help="load a version dir's model.tflite instead of its SavedModel when it has one",
@@ -460,6 +474,19 @@ def _add_tensorflow_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
         type=int,
         default=1,
         help="> 1: split requests into batches of ceil(500/N) rows across the interpreters",
+    )
+    p.add_argument(
+        "--platform_config_file",
+        default="",
+        help="a PlatformConfigMap text proto whose tensorflow entry's SessionBundleConfig "
+        "replaces the session flags (batching, session config, tags, warmup, TFLite), which "
+        "are then ignored",
+    )
+    p.add_argument(
+        "--thread_pool_factory_config_file",
+        default="",
+        help="a ThreadPoolFactoryConfig text proto: the inter-op thread pool request runs "
+        "use (see docs/tflite-and-flags.md)",
     )
 
 
@@ -571,7 +598,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
             "INVALID_ARGUMENT: Both server_options.model_base_path and "
             "server_options.model_config_file are empty!"
         )
-    if ns.batching_parameters_file and not ns.enable_batching:
+    # server.cc checks it only when the flags build the SessionBundleConfig.
+    if ns.batching_parameters_file and not ns.enable_batching and not ns.platform_config_file:
         startup_failure(
             "INVALID_ARGUMENT: server_options.batching_parameters_file is set without "
             "setting server_options.enable_batching to true."
@@ -656,9 +684,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         enable_per_model_batching_parameters=ns.enable_per_model_batching_parameters,
         num_load_threads=ns.num_load_threads,
         num_unload_threads=ns.num_unload_threads,
+        flush_filesystem_caches=ns.flush_filesystem_caches,
         prefer_tflite_model=ns.prefer_tflite_model,
         num_tflite_pools=ns.num_tflite_pools or schedulable_cpus(),
         num_tflite_interpreters_per_pool=ns.num_tflite_interpreters_per_pool,
+        platform_config_file=ns.platform_config_file,
+        thread_pool_factory_config_file=ns.thread_pool_factory_config_file,
         workers=ns.workers,
         max_retained_unloaded_versions=ns.max_retained_unloaded_versions,
         event_loop=ns.event_loop,

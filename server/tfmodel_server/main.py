@@ -40,9 +40,17 @@ def run_one(options: ServerOptions) -> int:
     """Serve in this process (imports TensorFlow and gRPC only here)."""
     _configure_logging()
     from tfmodel_server.extensions import build_extensions
+    from tfmodel_server.model_servers.platform_config import (
+        PlatformConfigError,
+        apply_platform_config_file,
+    )
     from tfmodel_server.server import StartupError, serve
 
     try:
+        try:
+            options = apply_platform_config_file(options)
+        except PlatformConfigError as e:
+            raise StartupError(str(e)) from e
         extensions = build_extensions(options)
         with asyncio.Runner(loop_factory=_loop_factory(options.event_loop)) as runner:
             code = runner.run(serve(options, extensions))

@@ -60,10 +60,16 @@ from tfmodel_server.servables.tensorflow.session_config import (
     describe_session_config,
     set_xla_compilation,
 )
+from tfmodel_server.servables.tensorflow.thread_pool_factory import (
+    ThreadPoolFactoryConfigError,
+    describe_thread_pool,
+    read_thread_pool_factory_config,
+)
 from tfmodel_server.sources import s3
 from tfmodel_server.sources.file_system import FileSystemSource
 from tfmodel_server.sources.model_cache import CachingLoader, ModelCache
 from tfmodel_server.sources.object_store import ObjectStoreSource, RoutingSource
+from tfmodel_server.sources.page_cache import FlushingLoader
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +120,35 @@ def initial_config(
 
 
 def loader_options(options: ServerOptions) -> LoaderOptions:
-    """SessionBundleConfig from the flags (server.cc); a bad value is a StartupError."""
-    try:
-        session_config = build_session_config(
-            options.tensorflow_session_config_file,
-            options.per_process_gpu_memory_fraction,
-            options.tensorflow_session_parallelism,
-            options.tensorflow_intra_op_parallelism,
-            options.tensorflow_inter_op_parallelism,
-            options.mixed_precision,
-        )
-    except SessionConfigError as e:
-        raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+    """SessionBundleConfig from the flags (server.cc) or from --platform_config_file
+    (already in `options`, platform_config.py); a bad value is a StartupError."""
+    if options.platform_config_file:
+        session_config = options.session_config_proto  # as the file gives it
+    else:
+        try:
+            session_config = build_session_config(
+                options.tensorflow_session_config_file,
+                options.per_process_gpu_memory_fraction,
+                options.tensorflow_session_parallelism,
+                options.tensorflow_intra_op_parallelism,
+                options.tensorflow_inter_op_parallelism,
+                options.mixed_precision,
+            )
+        except SessionConfigError as e:
+            raise StartupError(f"INVALID_ARGUMENT: {e}") from e
     log.info("TensorFlow session config: {%s}", describe_session_config(session_config))
+    request_thread_pool = b""
+    if options.thread_pool_factory_config_file:
+        try:
+            request_thread_pool = read_thread_pool_factory_config(
+                options.thread_pool_factory_config_file
+            )
+        except ThreadPoolFactoryConfigError as e:
+            raise StartupError(str(e)) from e
+        log.info(
+            "request runs use the inter-op thread pool {%s}",
+            describe_thread_pool(request_thread_pool),
+        )
     return LoaderOptions(
         tags=tuple(options.saved_model_tags),
         session_config=session_config,
@@ -134,6 +156,9 @@ def loader_options(options: ServerOptions) -> LoaderOptions:
         prefer_tflite_model=options.prefer_tflite_model,
         num_tflite_pools=options.num_tflite_pools,
         num_tflite_interpreters_per_pool=options.num_tflite_interpreters_per_pool,
+        session_run_load_threadpool_index=options.session_run_load_threadpool_index,
+        enable_session_metadata=options.enable_session_metadata,
+        request_thread_pool=request_thread_pool,
     )
 
 
@@ -152,8 +177,13 @@ class ModelServer:
         # s3:// base paths: versions are downloaded into the cache when the policy picks them.
         self.model_cache = ModelCache(options.model_cache_dir, s3_settings(options))
         self._stopping = False
+        self.flushing_loader = (
+            FlushingLoader(self.loader, options.num_load_threads)
+            if options.flush_filesystem_caches
+            else None
+        )
         self.manager: ServableManager[Servable] = ServableManager(
-            CachingLoader(self.loader, self.model_cache),
+            CachingLoader(self.flushing_loader or self.loader, self.model_cache),
             RoutingSource(
                 FileSystemSource(prefer_tflite_model=options.prefer_tflite_model),
                 ObjectStoreSource(s3_settings(options)),
@@ -174,7 +204,11 @@ class ModelServer:
                 ),
             ),
         )
-        self.core = ServerCore(self.manager, options.allow_version_labels_for_unavailable_models)
+        self.core = ServerCore(
+            self.manager,
+            options.allow_version_labels_for_unavailable_models,
+            self.flushing_loader.flush if self.flushing_loader is not None else None,
+        )
         # After the core's own listener: report labels as they move, not only at reload.
         self.manager.add_listener(self._refresh_pending_labels)
         self.manager.add_listener(self._evict_dropped_versions)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tensorflow_serving.config.model_server_config_pb2 import ModelConfig, ModelServerConfig
@@ -35,8 +35,11 @@ class ServerCore:
         self,
         manager: ServableManager[Any],
         allow_version_labels_for_unavailable_models: bool = False,
+        flush_filesystem_caches: Callable[[], object] | None = None,
     ) -> None:
         self.manager = manager
+        # --flush_filesystem_caches: run (in a thread) once each config's loads are done.
+        self.flush_filesystem_caches = flush_filesystem_caches
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._lock = asyncio.Lock()
         self._desired_labels: dict[str, dict[str, int]] = {}  # deferred mode only
@@ -85,6 +88,9 @@ class ServerCore:
                     self.manager.set_labels(name, labels.get(name, {}))
             await self.manager.refresh(names, timeout, through_retries)
             self._apply_deferred_labels()
+            if self.flush_filesystem_caches is not None:
+                # ReloadConfig ends with Env::FlushFileSystemCaches().
+                await asyncio.to_thread(self.flush_filesystem_caches)
 
     def pending_labels(self) -> dict[str, dict[str, int]]:
         """Labels of the last deferred config still waiting for their version."""

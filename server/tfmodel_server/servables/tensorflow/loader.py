@@ -33,6 +33,7 @@ from tfmodel_server.servables.tensorflow.servable import (
     status_code_for_tf_error,
     tf_error_message,
 )
+from tfmodel_server.servables.tensorflow.thread_pool_factory import add_request_pool
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,16 @@ class LoaderOptions:
     prefer_tflite_model: bool = False
     num_tflite_pools: int = 1
     num_tflite_interpreters_per_pool: int = 1
+    # SessionBundleConfig.session_run_load_threadpool_index: the
+    # session_inter_op_thread_pool the restore and init runs use (None: a thread of
+    # their own, see _LowPriorityRuns).
+    session_run_load_threadpool_index: int | None = None
+    # SessionBundleConfig.enable_session_metadata: the model's name and version in
+    # each session's ConfigProto.experimental.session_metadata.
+    enable_session_metadata: bool = False
+    # --thread_pool_factory_config_file: a serialized tensorflow.ThreadPoolOptionProto,
+    # the inter-op pool every request run uses (thread_pool_factory.py).
+    request_thread_pool: bytes = b""
 
 
 def parse_saved_model_tags(text: str) -> tuple[str, ...]:
@@ -78,6 +89,9 @@ class SavedModelLoader:
             inter_op_parallelism=opts.inter_op_parallelism,
             session_config=opts.session_config,
             remove_unused_fields=opts.remove_unused_fields_from_bundle_metagraph,
+            load_threadpool_index=opts.session_run_load_threadpool_index,
+            session_metadata=opts.enable_session_metadata,
+            request_thread_pool=opts.request_thread_pool,
         )
 
 
@@ -117,6 +131,9 @@ def load_saved_model(
     inter_op_parallelism: int = 0,
     session_config: bytes = b"",
     remove_unused_fields: bool = False,
+    load_threadpool_index: int | None = None,
+    session_metadata: bool = False,
+    request_thread_pool: bytes = b"",
 ) -> Servable:
     """Blocking load; raises ServingError with TF's message on failure."""
     import tensorflow as tf
@@ -136,12 +153,24 @@ def load_saved_model(
         config.intra_op_parallelism_threads = intra_op_parallelism
     if inter_op_parallelism > 0:
         config.inter_op_parallelism_threads = inter_op_parallelism
+    if session_metadata:
+        # saved_model_bundle_factory.cc CreateSavedModelBundleWithMetadata.
+        config.experimental.session_metadata.name = name
+        config.experimental.session_metadata.version = version
+    request_run_options = (
+        add_request_pool(config, request_thread_pool) if request_thread_pool else None
+    )
     session = v1.Session(graph=graph, config=config)
     try:
         # No import lock: --num_load_threads loads versions in parallel.
         with graph.as_default():
             restoring: Any = session
-            if os.environ.get(LOAD_PRIORITY_ENV, "low") != "normal":
+            if load_threadpool_index is not None:
+                # bundle_factory_util.cc GetRunOptions: restore and init on that pool.
+                restoring = _LowPriorityRuns(
+                    session, v1.RunOptions(inter_op_thread_pool=load_threadpool_index)
+                )
+            elif os.environ.get(LOAD_PRIORITY_ENV, "low") != "normal":
                 restoring = _LowPriorityRuns(session, v1.RunOptions(inter_op_thread_pool=-1))
             meta_graph_def = v1.saved_model.loader.load(restoring, list(tags), path)
         graph.finalize()  # no accidental graph growth per request
@@ -157,7 +186,9 @@ def load_saved_model(
             trimmed.signature_def[key].CopyFrom(signature)
         meta_graph_def = trimmed
     log.info("Loaded servable %s version %d from %s", name, version, path)
-    return Servable(name, version, path, session, graph, meta_graph_def)
+    servable = Servable(name, version, path, session, graph, meta_graph_def)
+    servable.run_options = request_run_options
+    return servable
 
 
 # Nice value of the thread that restores variables. 0: at nice 19 the restore,

@@ -36,7 +36,7 @@ def build_session_config(
     mixed_precision: str = "",
 ) -> bytes:
     """The serialized ConfigProto (server.cc's session_bundle_config.session_config)."""
-    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.core.protobuf import config_pb2
 
     config = config_pb2.ConfigProto()
     if config_file:
@@ -69,18 +69,26 @@ def build_session_config(
         # the only way a config file could set them, so that case is spared.
         config.intra_op_parallelism_threads = session_parallelism
         config.inter_op_parallelism_threads = session_parallelism
-    if mixed_precision:
-        if mixed_precision == "bfloat16":
-            log.info("Running inference with bfloat16 auto mixed precision")
-            config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
-                rewriter_config_pb2.RewriterConfig.ON
-            )
-        else:
-            log.warning(
-                "%s auto mixed precision is not supported. Valid option: bfloat16",
-                mixed_precision,
-            )
+    apply_mixed_precision(config, mixed_precision)
     return config.SerializeToString()
+
+
+def apply_mixed_precision(config, mixed_precision: str) -> None:
+    """saved_model_bundle_factory.cc: bfloat16 turns on the oneDNN auto mixed precision
+    rewrite; any other non-empty value warns and changes nothing."""
+    from tensorflow.core.protobuf import rewriter_config_pb2
+
+    if not mixed_precision:
+        return
+    if mixed_precision == "bfloat16":
+        log.info("Running inference with bfloat16 auto mixed precision")
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
+            rewriter_config_pb2.RewriterConfig.ON
+        )
+    else:
+        log.warning(
+            "%s auto mixed precision is not supported. Valid option: bfloat16", mixed_precision
+        )
 
 
 def describe_session_config(serialized: bytes) -> str:
