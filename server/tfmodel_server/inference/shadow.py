@@ -142,11 +142,11 @@ class ShadowTraffic:
         )
 
     def _start(self, pair, call: CanaryCall, stable_outputs: Outputs, stable_seconds: float):
+        if self._busy():  # first: under load every shadow is shed, counted as such
+            self.stats.shed_one(pair[0], SHED_LOAD)
+            return
         if len(self._tasks) >= self.options.max_concurrent:
             self.stats.shed_one(pair[0], SHED_CONCURRENCY)
-            return
-        if self._busy():
-            self.stats.shed_one(pair[0], SHED_LOAD)
             return
         # A context of its own: nothing of the finished request's record leaks into it.
         task = asyncio.get_running_loop().create_task(
