@@ -85,14 +85,16 @@ def start(work: Path, name: str, logging: str) -> tuple[subprocess.Popen, int]:
     raise SystemExit(f"server {name} not ready")
 
 
-def load(grpc_port: int, seconds: float, clients: int) -> float:
-    """Requests per second of `clients` closed-loop threads for `seconds`."""
+def load(grpc_port: int, seconds: float, clients: int, label: str = "") -> float:
+    """Requests per second of `clients` closed-loop threads for `seconds` (on `label`)."""
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
     from tfmodel_server.codecs.tensor_proto import to_tensor_proto
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "m"
+    if label:
+        request.model_spec.version_label = label
     x = np.random.default_rng(0).random((1, 784), dtype=np.float32)
     request.inputs["x"].CopyFrom(to_tensor_proto(x, as_tensor_content=True))
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")

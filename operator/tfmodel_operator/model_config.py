@@ -53,12 +53,15 @@ def render_batching_config(batching: Batching) -> str:
 
 
 def render_traffic_split(spec: TFModelSpec) -> str:
-    """--traffic_split_file JSON: the models with a canaryTrafficPercent (0 included)."""
-    models = {
-        m.name: {"canaryPercent": m.canary_traffic_percent}
-        for m in spec.models
-        if m.canary_traffic_percent is not None
-    }
+    """--traffic_split_file JSON: the models with a canaryTrafficPercent (0 included), and
+    their shadowTrafficPercent (shadow traffic) when set."""
+    models: dict[str, dict[str, int]] = {}
+    for m in spec.models:
+        if m.canary_traffic_percent is None and m.shadow_traffic_percent is None:
+            continue
+        entry = models[m.name] = {"canaryPercent": m.canary_traffic_percent or 0}
+        if m.shadow_traffic_percent is not None:
+            entry["shadowPercent"] = m.shadow_traffic_percent
     return json.dumps({"models": models}, indent=2, sort_keys=True) + "\n"
 
 

@@ -130,6 +130,102 @@ def model_figures(text: str, model: str) -> dict[int, VersionFigures]:
     return out
 
 
+# Shadow traffic (the server's monitoring/shadow_metrics.py), per (stable, canary) version pair.
+SHADOW_COUNT = ":tfmodel:shadow_request_count_total"
+SHADOW_LATENCY_BUCKET = ":tfmodel:shadow_latency_bucket"
+SHADOW_ABS_DIFF_BUCKET = ":tfmodel:shadow_abs_diff_bucket"
+SHADOW_TOP1_ROWS = ":tfmodel:shadow_top1_rows_total"
+SHADOW_TOP1_AGREE = ":tfmodel:shadow_top1_agree_total"
+_SHADOW_FAMILIES = (
+    SHADOW_COUNT,
+    SHADOW_LATENCY_BUCKET,
+    SHADOW_ABS_DIFF_BUCKET,
+    SHADOW_TOP1_ROWS,
+    SHADOW_TOP1_AGREE,
+)
+
+
+@dataclass
+class ShadowFigures:
+    """One (stable, canary) pair's shadow runs: the canary side as VersionFigures (every
+    non-OK status is a fault: the same request succeeded on stable), stable's run times
+    for the same requests, and the agreement counters."""
+
+    canary: VersionFigures = field(default_factory=VersionFigures)
+    stable: VersionFigures = field(default_factory=VersionFigures)  # latency buckets only
+    abs_diff: dict[float, float] = field(default_factory=dict)  # upper bound -> cumulative
+    top1_rows: float = 0.0
+    top1_agree: float = 0.0
+
+    @property
+    def compared(self) -> float:
+        return max(self.abs_diff.values(), default=0.0)
+
+    def abs_diff_over(self, limit: float) -> float:
+        """Compared runs whose largest difference may exceed `limit`: everything above the
+        highest bucket bound <= limit (a run in a bucket straddling the limit counts)."""
+        within = max((c for b, c in self.abs_diff.items() if b <= limit), default=0.0)
+        return self.compared - within
+
+    def add(self, other: ShadowFigures) -> None:
+        self.canary.add(other.canary)
+        self.stable.add(other.stable)
+        for bound, count in other.abs_diff.items():
+            self.abs_diff[bound] = self.abs_diff.get(bound, 0.0) + count
+        self.top1_rows += other.top1_rows
+        self.top1_agree += other.top1_agree
+
+    def minus(self, earlier: ShadowFigures) -> ShadowFigures | None:
+        """These counters less `earlier`'s; None when any went down (the counters reset)."""
+        canary, stable = self.canary.minus(earlier.canary), self.stable.minus(earlier.stable)
+        diff = {b: c - earlier.abs_diff.get(b, 0.0) for b, c in self.abs_diff.items()}
+        rows = self.top1_rows - earlier.top1_rows
+        agree = self.top1_agree - earlier.top1_agree
+        if canary is None or stable is None or rows < 0 or agree < 0:
+            return None
+        if any(c < 0 for c in diff.values()) or any(
+            b not in self.abs_diff for b in earlier.abs_diff
+        ):
+            return None
+        return ShadowFigures(canary, stable, diff, rows, agree)
+
+
+def shadow_figures(text: str, model: str) -> dict[tuple[int, int], ShadowFigures]:
+    """Every (stable, canary) shadow pair of `model` in one scrape."""
+    out: dict[tuple[int, int], ShadowFigures] = {}
+    label = f'model_name="{model}"'
+    lines = "\n".join(
+        line for line in text.splitlines() if line.startswith(_SHADOW_FAMILIES) and label in line
+    )
+    for family in text_string_to_metric_families(lines):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("model_name") != model:
+                continue
+            try:
+                pair = (int(labels["stable_version"]), int(labels["canary_version"]))
+            except (KeyError, ValueError):
+                continue
+            figures = out.setdefault(pair, ShadowFigures())
+            value = float(sample.value)
+            if sample.name == SHADOW_COUNT:
+                figures.canary.requests += value
+                if labels.get("status", "OK") != "OK":
+                    figures.canary.faults += value
+            elif sample.name == SHADOW_LATENCY_BUCKET:
+                side = figures.canary if labels.get("side") == "canary" else figures.stable
+                bound = float(labels.get("le", "+Inf"))
+                side.buckets[bound] = side.buckets.get(bound, 0.0) + value
+            elif sample.name == SHADOW_ABS_DIFF_BUCKET:
+                bound = float(labels.get("le", "+Inf"))
+                figures.abs_diff[bound] = figures.abs_diff.get(bound, 0.0) + value
+            elif sample.name == SHADOW_TOP1_ROWS:
+                figures.top1_rows += value
+            elif sample.name == SHADOW_TOP1_AGREE:
+                figures.top1_agree += value
+    return out
+
+
 def version_figures(text: str, model: str, version: int) -> VersionFigures:
     """Figures of `model` version `version` in one scrape."""
     return model_figures(text, model).get(version, VersionFigures())

@@ -26,7 +26,7 @@ from .cache import View
 from .children import CONFIGMAP, DEPLOYMENT, KINDS, build_children
 from .ownership import Ownership
 from .probe import PodAnswer, PodClient
-from .promtext import model_figures
+from .promtext import model_figures, shadow_figures
 from .rollout import (
     RUNNING,
     AnalysisWindows,
@@ -296,13 +296,14 @@ def pod_scrapes(model: str, pods: PodView) -> tuple[PodScrape, ...]:
     """Every running pod's figures for `model` (None where it did not answer)."""
     out = []
     for answer in pods.answers:
-        versions = None
+        versions, shadow = None, {}
         if answer.metrics is not None:
             try:
                 versions = model_figures(answer.metrics, model)
+                shadow = shadow_figures(answer.metrics, model)
             except ValueError:
                 versions = None  # not Prometheus text: as good as no answer
-        out.append(PodScrape(answer.uid, answer.restarts, versions))
+        out.append(PodScrape(answer.uid, answer.restarts, versions, shadow))
     return tuple(out)
 
 

@@ -5,7 +5,9 @@ The user moves a model by editing one field, `versionLabels.stable: N -> M`. Wit
 
   Waiting      labels M `canary`, 0% split, until every reachable pod reports M AVAILABLE
   Progressing  step by step: the servers send steps[i].trafficPercent of the stable (and
-               unversioned) requests to M; each step is a window over every pod's counters
+               unversioned) requests to M -- or, in a shadow step (shadowPercent), run that
+               share of stable's requests on M too after the reply, and compare the answers
+               (no client sees M's); each step is a window over every pod's counters
                (analysis.py) that compares M with N. A failed check rolls back at once;
                after the pause a Successful step moves on; an Inconclusive one (too few
                requests, a pod not answering) waits, up to progressDeadlineSeconds after
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import analysis
-from .analysis import Baseline, PodScrape, Side, Verdict
+from .analysis import Agreement, Baseline, PodScrape, Side, Verdict
 from .spec import PROMOTE, ModelSpec, TFModelSpec, VersionPolicy
 
 STABLE, WAITING, PROGRESSING, PROMOTED, ROLLED_BACK = (
@@ -51,11 +53,13 @@ class RolloutState:
     target: int | None = None  # the version being (or last) rolled out
     step: int = 0
     weight: int = 0
+    shadow: int = 0  # a shadow step's shadowPercent (weight is then 0)
     step_started: str | None = None  # RFC 3339; the analysis window's start
     message: str = ""
     result: str = ""  # the last analysis verdict (analysis.SUCCESSFUL, ...)
     canary: Side | None = None  # the target's figures over the window
     reference: Side | None = None  # stable's figures over the same window
+    agreement: Agreement | None = None  # a shadow step's comparison of the answers
     # The window's start (per pod UID); not in status (see AnalysisWindows).
     baseline: Baseline | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -71,6 +75,8 @@ class RolloutState:
             "weight": self.weight,
             "message": self.message,
         }
+        if self.shadow:
+            out["shadow"] = self.shadow
         for key, value in (("target", self.target), ("stepStarted", self.step_started)):
             if value is not None:
                 out[key] = value
@@ -80,6 +86,8 @@ class RolloutState:
                 figures["canary"] = _side_status(self.canary)
             if self.reference is not None:
                 figures["stable"] = _side_status(self.reference)
+            if self.agreement is not None:
+                figures["agreement"] = _agreement_status(self.agreement)
             out["analysis"] = figures
         return out
 
@@ -93,11 +101,13 @@ class RolloutState:
             target=int(raw["target"]) if raw.get("target") is not None else None,
             step=int(raw.get("step", 0)),
             weight=int(raw.get("weight", 0)),
+            shadow=int(raw.get("shadow", 0)),
             step_started=raw.get("stepStarted"),
             message=str(raw.get("message", "")),
             result=str(figures.get("result", "")),
             canary=_side_from(figures.get("canary")),
             reference=_side_from(figures.get("stable")),
+            agreement=_agreement_from(figures.get("agreement")),
         )
 
 
@@ -112,6 +122,27 @@ def _side_status(side: Side) -> dict[str, Any]:
     if side.latency_p99_ms is not None:
         out["latencyP99Ms"] = side.latency_p99_ms
     return out
+
+
+def _agreement_status(agreement: Agreement) -> dict[str, Any]:
+    out: dict[str, Any] = {"compared": agreement.compared, "top1Rows": agreement.top1_rows}
+    if agreement.abs_diff_over is not None:
+        out["absDiffOver"] = agreement.abs_diff_over
+    if agreement.top1_agreement is not None:
+        out["top1Agreement"] = agreement.top1_agreement
+    return out
+
+
+def _agreement_from(raw: dict[str, Any] | None) -> Agreement | None:
+    if not raw:
+        return None
+    over = raw.get("absDiffOver")
+    return Agreement(
+        compared=int(raw.get("compared", 0)),
+        abs_diff_over=int(over) if over is not None else None,
+        top1_rows=int(raw.get("top1Rows", 0)),
+        top1_agreement=raw.get("top1Agreement"),
+    )
 
 
 def _side_from(raw: dict[str, Any] | None) -> Side | None:
@@ -217,7 +248,10 @@ def _no_metrics(state: RolloutState, pods: tuple[PodScrape, ...]) -> str:
 
 def _step_text(model: ModelSpec, state: RolloutState) -> str:
     assert model.rollout is not None
-    return f"step {state.step + 1}/{len(model.rollout.steps)}: {state.weight}% to {state.target}"
+    where = f"step {state.step + 1}/{len(model.rollout.steps)}"
+    if state.shadow:
+        return f"{where}: shadow {state.shadow}% of stable's requests on {state.target}"
+    return f"{where}: {state.weight}% to {state.target}"
 
 
 def _enter_step(
@@ -230,6 +264,7 @@ def _enter_step(
         phase=PROGRESSING,
         step=step,
         weight=model.rollout.steps[step].traffic_percent,
+        shadow=model.rollout.steps[step].shadow_percent,
         step_started=_stamp(now),
         baseline=baseline,
     )
@@ -254,18 +289,21 @@ def _progress(
         return _inconclusive(
             model, state, Verdict(analysis.INCONCLUSIVE, _no_metrics(state, pods)), overdue
         )
-    canary = analysis.window(state.baseline, pods, state.target)
-    stable = analysis.window(state.baseline, pods, state.stable)
-    if canary is None or stable is None:
+    verdict = _judge_step(model, state, pods)
+    if verdict is None:
         verdict = Verdict(analysis.INCONCLUSIVE, _no_metrics(state, pods))
         return _inconclusive(model, state, verdict, overdue)
-    verdict = analysis.judge(spec, canary, stable)
     measured = dataclasses.replace(
-        state, result=verdict.result, canary=verdict.canary, reference=verdict.stable
+        state,
+        result=verdict.result,
+        canary=verdict.canary,
+        reference=verdict.stable,
+        agreement=verdict.agreement,
     )
     if verdict.result == analysis.FAILED:
+        what = "shadow analysis" if state.shadow else "analysis"
         return _roll_back(
-            model, measured, f"canary {state.target} failed the analysis: {verdict.reason}", verdict
+            model, measured, f"canary {state.target} failed the {what}: {verdict.reason}", verdict
         )
     if (now - started).total_seconds() < pause:
         message = f"{_step_text(model, state)}; pausing {pause} s; {verdict.reason}"
@@ -279,6 +317,22 @@ def _progress(
         text = f"{model.name}: {nxt.message} (step {state.step + 1} passed: {verdict.figures()})"
         return nxt, Event("Normal", "RolloutProgressing", text)
     return _promote(model, measured, f"promoted {state.target} (was {state.stable})", verdict)
+
+
+def _judge_step(
+    model: ModelSpec, state: RolloutState, pods: tuple[PodScrape, ...]
+) -> Verdict | None:
+    """This round's verdict on the step's window; None when a pod did not answer."""
+    assert model.rollout is not None and state.baseline is not None and state.target is not None
+    spec = model.rollout.analysis
+    if state.shadow:
+        figures = analysis.shadow_window(state.baseline, pods, state.stable, state.target)
+        return analysis.judge_shadow(spec, figures) if figures is not None else None
+    canary = analysis.window(state.baseline, pods, state.target)
+    stable = analysis.window(state.baseline, pods, state.stable)
+    if canary is None or stable is None:
+        return None
+    return analysis.judge(spec, canary, stable)
 
 
 def _inconclusive(
@@ -314,7 +368,13 @@ def _roll_back(
     model: ModelSpec, state: RolloutState, message: str, verdict: Verdict
 ) -> tuple[RolloutState, Event]:
     back = dataclasses.replace(
-        state, phase=ROLLED_BACK, weight=0, step_started=None, message=message, baseline=None
+        state,
+        phase=ROLLED_BACK,
+        weight=0,
+        shadow=0,
+        step_started=None,
+        message=message,
+        baseline=None,
     )
     return back, Event(
         "Warning", "RolloutRolledBack", f"{model.name}: {_with_figures(message, verdict)}"
@@ -330,6 +390,7 @@ def _promote(
         phase=PROMOTED,
         stable=state.target,
         weight=0,
+        shadow=0,
         step_started=None,
         message=message,
         baseline=None,
@@ -393,10 +454,12 @@ def effective_model(model: ModelSpec, state: RolloutState | None) -> ModelSpec:
     labels["stable"] = state.stable
     keep = {state.stable}
     percent: int | None = None
+    shadow: int | None = None
     if state.phase in RUNNING and state.target is not None:
         labels["canary"] = state.target
         keep.add(state.target)
         percent = state.weight if state.phase == PROGRESSING else 0
+        shadow = state.shadow if state.phase == PROGRESSING and state.shadow else None
     policy = model.policy
     if policy.kind == "specific":
         policy = VersionPolicy("specific", versions=tuple(sorted(set(policy.versions) | keep)))
@@ -405,6 +468,7 @@ def effective_model(model: ModelSpec, state: RolloutState | None) -> ModelSpec:
         labels=tuple(sorted(labels.items())),
         policy=policy,
         canary_traffic_percent=percent,
+        shadow_traffic_percent=shadow,
     )
 
 
@@ -419,6 +483,6 @@ def summary(states: list[RolloutState]) -> str:
     for s in states:
         part = f"{s.model}:{s.phase}"
         if s.phase == PROGRESSING:
-            part += f"@{s.weight}%"
+            part += f"@shadow{s.shadow}%" if s.shadow else f"@{s.weight}%"
         parts.append(part)
     return ",".join(parts)

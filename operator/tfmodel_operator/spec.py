@@ -25,11 +25,25 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class RolloutStep:
-    traffic_percent: int
+    traffic_percent: int  # 0 in a shadow step
     pause_seconds: int = 60
+    shadow_percent: int = 0  # > 0: a shadow step (no real traffic moves)
+
+    @property
+    def shadow(self) -> bool:
+        return self.shadow_percent > 0
 
 
 ROLL_BACK, PROMOTE = "RollBack", "Promote"
+
+
+@dataclass(frozen=True)
+class ShadowAnalysis:
+    """A shadow step's agreement checks (None: off); faults and latency as Analysis's."""
+
+    min_top1_agreement: float | None = None
+    max_abs_diff: float | None = None
+    max_abs_diff_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class Analysis:
     # A step not judged (too few requests, pods not answering) this long after its pause.
     progress_deadline_seconds: int = 600
     on_progress_deadline: str = ROLL_BACK  # ROLL_BACK | PROMOTE
+    shadow: ShadowAnalysis = field(default_factory=ShadowAnalysis)
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class ModelSpec:
     policy: VersionPolicy
     labels: tuple[tuple[str, int], ...]  # sorted by label
     canary_traffic_percent: int | None = None  # None: no split file entry
+    shadow_traffic_percent: int | None = None  # None: no shadowPercent in the split file
     rollout: Rollout | None = None
     object_store: ObjectStore | None = None  # storage.s3 of this model
 
@@ -292,6 +308,16 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
                 f"model {raw['name']}: canaryTrafficPercent needs both a stable and a canary "
                 "version label"
             )
+    shadow = raw.get("shadowTrafficPercent")
+    if shadow is not None:
+        shadow = int(shadow)
+        if not 0 <= shadow <= 100:
+            raise SpecError(f"model {raw['name']}: shadowTrafficPercent {shadow} is not in 0..100")
+        if not {"stable", "canary"} <= dict(labels).keys() or raw.get("rollout") is not None:
+            raise SpecError(
+                f"model {raw['name']}: shadowTrafficPercent needs both a stable and a canary "
+                "version label (a rollout sets it itself)"
+            )
     rollout = _rollout(raw["name"], raw.get("rollout"), policy, dict(labels), percent)
     base_path, object_store = _model_storage(raw)
     return ModelSpec(
@@ -300,6 +326,7 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
         policy=policy,
         labels=labels,
         canary_traffic_percent=percent,
+        shadow_traffic_percent=shadow,
         rollout=rollout,
         object_store=object_store,
     )
@@ -314,12 +341,15 @@ def _rollout(
 ) -> Rollout | None:
     if raw is None:
         return None
-    steps = tuple(
-        RolloutStep(int(s["trafficPercent"]), int(s.get("pauseSeconds", 60)))
-        for s in raw.get("steps") or ()
-    )
-    if not steps or any(not 0 < s.traffic_percent <= 100 for s in steps):
-        raise SpecError(f"model {model}: rollout.steps must list trafficPercent values in 1..100")
+    steps = tuple(_step(model, s) for s in raw.get("steps") or ())
+    if not steps:
+        raise SpecError(f"model {model}: rollout.steps must list at least one step")
+    shadows = [s.shadow for s in steps]
+    if shadows != sorted(shadows, reverse=True):
+        raise SpecError(
+            f"model {model}: rollout shadow steps (shadowPercent) must come before the steps "
+            "that move real traffic (trafficPercent)"
+        )
     if "stable" not in labels or "canary" in labels or percent is not None:
         raise SpecError(
             f"model {model}: a rollout needs a stable label and sets the canary label and "
@@ -331,6 +361,40 @@ def _rollout(
             "needs numVersions >= 2 (or use specific or all)"
         )
     return Rollout(steps=steps, analysis=_analysis(model, raw.get("analysis") or {}))
+
+
+def _step(model: str, raw: dict[str, Any]) -> RolloutStep:
+    traffic, shadow = raw.get("trafficPercent"), raw.get("shadowPercent")
+    if (traffic is None) == (shadow is None):
+        raise SpecError(
+            f"model {model}: a rollout step sets exactly one of trafficPercent (real traffic) "
+            "or shadowPercent (a shadow step)"
+        )
+    key = "trafficPercent" if traffic is not None else "shadowPercent"
+    percent = int(raw[key])
+    if not 0 < percent <= 100:
+        raise SpecError(f"model {model}: rollout.steps {key} {percent} is not in 1..100")
+    pause = int(raw.get("pauseSeconds", 60))
+    if traffic is not None:
+        return RolloutStep(percent, pause)
+    return RolloutStep(0, pause, shadow_percent=percent)
+
+
+def _shadow_analysis(model: str, raw: dict[str, Any]) -> ShadowAnalysis:
+    analysis = ShadowAnalysis(
+        min_top1_agreement=_number(raw, "minTop1Agreement", None),
+        max_abs_diff=_number(raw, "maxAbsDiff", None),
+        max_abs_diff_ratio=float(raw.get("maxAbsDiffRatio", 0.0)),
+    )
+    for name, value in (
+        ("minTop1Agreement", analysis.min_top1_agreement),
+        ("maxAbsDiffRatio", analysis.max_abs_diff_ratio),
+    ):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise SpecError(f"model {model}: rollout.analysis.shadow.{name} {value} is not in 0..1")
+    if analysis.max_abs_diff is not None and analysis.max_abs_diff < 0:
+        raise SpecError(f"model {model}: rollout.analysis.shadow.maxAbsDiff must be >= 0")
+    return analysis
 
 
 def _number(raw: dict[str, Any], key: str, default: float | None) -> float | None:
@@ -363,6 +427,7 @@ def _analysis(model: str, raw: dict[str, Any]) -> Analysis:
             raw.get("progressDeadlineSeconds", default.progress_deadline_seconds)
         ),
         on_progress_deadline=on_deadline,
+        shadow=_shadow_analysis(model, raw.get("shadow") or {}),
     )
 
 

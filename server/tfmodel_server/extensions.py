@@ -23,6 +23,7 @@ from tfmodel_server.monitoring.metrics import (
     metrics_handler,
 )
 from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
+from tfmodel_server.monitoring.shadow_metrics import ShadowStats
 from tfmodel_server.monitoring.worker_metrics import WorkerMetrics
 from tfmodel_server.servables.tensorflow.servable import Servable
 from tfmodel_server.servables.tensorflow.warmup import make_warmup_hook
@@ -52,6 +53,8 @@ def build_extensions(options: ServerOptions) -> Extensions:
             ext.load_observer = metrics.record_model_load
             ext.request_log_stats = RequestLogStats()
             ext.request_log_stats.register(metrics.registry)
+            ext.shadow_stats = ShadowStats()
+            ext.shadow_stats.register(metrics.registry)
             ext.on_refused = metrics.record_refused
             ext.watch_inflight = metrics.watch_inflight
             ext.retired_observer = metrics.remove_version

@@ -96,6 +96,8 @@ class ServerOptions:
     request_log_max_file_bytes: int = 64 << 20
     request_log_queue_records: int = 1024
     request_log_queue_bytes: int = 64 << 20
+    shadow_traffic_percent: float = 0.0
+    shadow_max_concurrent: int = 4
     # --- object storage (see _add_object_store_flags) ---
     model_cache_dir: str = "/tmp/tfmodel-model-cache"
     s3_addressing_style: str = "auto"
@@ -219,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--traffic_split_file",
         default="",
         help="tfmodel: JSON canary split, re-read every --model_config_file_poll_wait_seconds: "
-        '{"models": {NAME: {"canaryPercent": P}}} sends P%% of requests for the stable label '
-        "(or for no version or label) to the canary label's version",
+        '{"models": {NAME: {"canaryPercent": P, "shadowPercent": S}}} sends P%% of requests for '
+        "the stable label (or for no version or label) to the canary label's version and "
+        "shadows S%% of the rest on it (docs/shadow-traffic.md)",
     )
     _add_fidelity_flags(p, flag_bool)
     _add_tensorflow_flags(p, flag_bool)
@@ -228,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_request_limit_flags(p)
     _add_limit_flags(p)
     _add_request_log_flags(p)
+    _add_shadow_flags(p)
     return p
 
 
@@ -256,6 +260,23 @@ def _add_request_log_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         default=64 << 20,
         help="tfmodel: tensor bytes waiting for the log writer; more are dropped and counted",
+    )
+
+
+def _add_shadow_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shadow_traffic_percent",
+        type=float,
+        default=0.0,
+        help="tfmodel: share (0-100) of the requests `stable` answers that are also run on the "
+        "`canary` label's version after the reply is sent (answer compared, never returned); "
+        "a model's shadowPercent in --traffic_split_file overrides it",
+    )
+    p.add_argument(
+        "--shadow_max_concurrent",
+        type=int,
+        default=4,
+        help="tfmodel: shadow requests running at once; more are shed and counted",
     )
 
 
@@ -637,6 +658,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
     ):
         if getattr(ns, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(ns, name)}")
+    if not 0.0 <= ns.shadow_traffic_percent <= 100.0:
+        parser.error(
+            f"--shadow_traffic_percent must be in [0, 100], got {ns.shadow_traffic_percent}"
+        )
+    if ns.shadow_max_concurrent < 0:
+        parser.error(f"--shadow_max_concurrent must be >= 0, got {ns.shadow_max_concurrent}")
     if ns.max_inflight_request_bytes < -1:
         parser.error("--max_inflight_request_bytes must be -1 (derive), 0 (none) or a size")
     if ns.max_inflight_requests < 0:
@@ -712,6 +739,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         request_log_max_file_bytes=ns.request_log_max_file_bytes,
         request_log_queue_records=ns.request_log_queue_records,
         request_log_queue_bytes=ns.request_log_queue_bytes,
+        shadow_traffic_percent=ns.shadow_traffic_percent,
+        shadow_max_concurrent=ns.shadow_max_concurrent,
         model_cache_dir=ns.model_cache_dir,
         s3_addressing_style=ns.s3_addressing_style,
         grpc_socket_path=ns.grpc_socket_path,

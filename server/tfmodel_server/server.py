@@ -41,12 +41,14 @@ from tfmodel_server.inference.request_logging import (
 )
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
+from tfmodel_server.inference.shadow import ShadowOptions, ShadowTraffic
 from tfmodel_server.model_servers import admission, memory_limit, traffic_split
 from tfmodel_server.model_servers import config_file as config_lib
 from tfmodel_server.model_servers.codec_pool import CodecPool
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
 from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
+from tfmodel_server.monitoring.shadow_metrics import ShadowStats
 from tfmodel_server.security import tls
 from tfmodel_server.security.auth import TokenFileError, TokenStore
 from tfmodel_server.security.interceptors import TokenInterceptor, rest_token_middleware
@@ -92,6 +94,7 @@ class Extensions:
     rest_routes: list[tuple[str, str, Callable]] = field(default_factory=list)
     on_reload: Callable[[bool], None] | None = None
     request_log_stats: RequestLogStats | None = None  # on the metrics page when enabled
+    shadow_stats: ShadowStats | None = None  # likewise
     on_refused: Callable[[str, str], None] | None = None  # (protocol, reason)
     # Given AdmissionControl.snapshot: the in-flight gauges read it when scraped.
     watch_inflight: Callable[[Callable[[], dict[str, tuple[int, int]]]], None] | None = None
@@ -226,17 +229,24 @@ class ModelServer:
             ),
             self.ext.request_log_stats,
         )
+        self.rest_state = RestState()
+        # One budget for both protocols; its limits are set when the ports open.
+        self.admission = admission.AdmissionControl(
+            admission.AdmissionLimits(), on_refused=self.ext.on_refused
+        )
+        self.shadow = ShadowTraffic(
+            self.manager,
+            ShadowOptions(options.shadow_traffic_percent / 100.0, options.shadow_max_concurrent),
+            self.ext.shadow_stats,
+            busy=self._admission_past_half,
+        )
         self.service = InferenceService(
             self.manager,
             self.runner,
             options.enable_signature_method_name_check,
             options.max_request_decoded_bytes,
             self.request_log,
-        )
-        self.rest_state = RestState()
-        # One budget for both protocols; its limits are set when the ports open.
-        self.admission = admission.AdmissionControl(
-            admission.AdmissionLimits(), on_refused=self.ext.on_refused
+            self.shadow,
         )
         if self.ext.watch_inflight is not None:
             self.ext.watch_inflight(self.admission.snapshot)
@@ -264,6 +274,15 @@ class ModelServer:
             self._rest_ssl = self._ssl.rest_context() if self._ssl is not None else None
         except (tls.SSLConfigError, TokenFileError) as e:
             raise StartupError(f"INVALID_ARGUMENT: {e}") from e
+
+    def _admission_past_half(self) -> bool:
+        """Shadow traffic is shed first: none starts while admitted requests hold more
+        than half of either admission budget (no budget: never)."""
+        control, limits = self.admission, self.admission.limits
+        return bool(
+            (limits.max_requests and control.inflight_requests * 2 > limits.max_requests)
+            or (limits.max_bytes and control.inflight_bytes * 2 > limits.max_bytes)
+        )
 
     # --- config -----------------------------------------------------------------
     async def _apply(
@@ -383,12 +402,13 @@ class ModelServer:
         period = self.options.model_config_file_poll_wait_seconds
         while True:
             try:
-                fractions = await asyncio.to_thread(watcher.read_if_changed)
+                split = await asyncio.to_thread(watcher.read_if_changed)
             except config_lib.ConfigError as e:
                 log.error("traffic split rejected, keeping the current split: %s", e)
             else:
-                if fractions is not None:
-                    self.manager.set_traffic_split(fractions)
+                if split is not None:
+                    self.manager.set_traffic_split(split.canary)
+                    self.shadow.configure(split.shadow)
             if period <= 0:
                 return
             try:
@@ -638,6 +658,7 @@ class ModelServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.shadow.close()
         drain_runner = getattr(self.runner, "drain", None)
         if drain_runner is not None:
             await drain_runner()

@@ -135,7 +135,7 @@ def _build_multi_input(path: Path) -> None:
             builder.save()
 
 
-def _build_faulty(path: Path) -> None:
+def _build_faulty(path: Path, timeout_micros: int = 1) -> None:
     """serving_default x f32[-1] -> y, whose run always fails with DEADLINE_EXCEEDED.
 
     TF's Unbatch op waits `timeout_micros` for the rest of a batch that never comes: a
@@ -151,7 +151,7 @@ def _build_faulty(path: Path) -> None:
             batched_tensor=tf.reshape(x, [-1, 1]),
             batch_index=tf.constant([[0, 0, 1]], tf.int64),  # a batch of 1 claims 2 rows
             id=tf.constant(7, tf.int64),
-            timeout_micros=1,
+            timeout_micros=timeout_micros,
         )
         y = tf.add(x, tf.reduce_sum(waiting), name="y")
         utils = v1.saved_model.utils
@@ -216,10 +216,10 @@ def export_multi_input(base_path: str | os.PathLike, version: int) -> Path:
     return _copy_version(template, base_path, version)
 
 
-def export_faulty(base_path: str | os.PathLike, version: int) -> Path:
+def export_faulty(base_path: str | os.PathLike, version: int, timeout_micros: int = 1) -> Path:
     """Like export_linear's serving_default (x -> y), but every run fails server-side
-    (DEADLINE_EXCEEDED): a canary that really fails."""
-    template = _template(("faulty",), _build_faulty)
+    (DEADLINE_EXCEEDED, after about `timeout_micros`): a canary that really fails."""
+    template = _template(("faulty", timeout_micros), lambda p: _build_faulty(p, timeout_micros))
     return _copy_version(template, base_path, version)
 
 

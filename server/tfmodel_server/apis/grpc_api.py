@@ -5,6 +5,7 @@ Only wire translation lives here; request logic is in service.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,7 +54,7 @@ async def _observed_call(
     call: Callable[[], Awaitable[object]],
 ):
     """Time one RPC; ServingError becomes the RPC status, anything else INTERNAL."""
-    request_context.begin()
+    record = request_context.begin()
     start = time.perf_counter()
     try:
         response = await call()
@@ -65,6 +66,12 @@ async def _observed_call(
         observer(model, api, grpc.StatusCode.INTERNAL, time.perf_counter() - start)
         await context.abort(grpc.StatusCode.INTERNAL, bounded_message(f"{type(e).__name__}: {e}"))
     observer(model, api, grpc.StatusCode.OK, time.perf_counter() - start)
+    if record.after_reply:
+        # This task sends the response and the status, then ends: deferred work (shadow
+        # traffic) starts only once the client has its answer.
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _task: request_context.run_after_reply(record))
     return response
 
 

@@ -61,6 +61,18 @@ class RestState:
     config_status: dict = field(default_factory=lambda: {"ok": True, "error": "", "source": ""})
 
 
+class _ThenRun(web.Response):
+    """A response that starts deferred work (shadow traffic) once aiohttp has written it."""
+
+    def __init__(self, *args, after: request_context.RequestRecord, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._after = after
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        request_context.run_after_reply(self._after)
+
+
 def _json_response(payload: bytes | dict, status: int = 200) -> web.Response:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     return web.Response(body=body, status=status, content_type=_JSON)
@@ -106,7 +118,7 @@ class RestHandlers:
     async def dispatch_v1(self, request: web.Request) -> web.Response:
         """Every /v1/... request; matched on the raw path as TF Serving does."""
         path = request.raw_path.split("?", 1)[0]
-        request_context.begin()
+        record = request_context.begin()
         start = time.perf_counter()
         api, model = "unknown", ""
         try:
@@ -149,6 +161,10 @@ class RestHandlers:
                 ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
             )
         self.observer(model, api, grpc.StatusCode.OK, time.perf_counter() - start)
+        if record.after_reply:
+            response = _ThenRun(
+                body=response.body, status=response.status, headers=response.headers, after=record
+            )
         return response
 
     async def _prediction(self, api: str, ref: ModelRef, body: bytes) -> bytes:

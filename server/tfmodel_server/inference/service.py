@@ -27,6 +27,7 @@ from tfmodel_server.errors import invalid_argument
 from tfmodel_server.inference import request_logging
 from tfmodel_server.inference.request_logging import RequestLogger, Spec
 from tfmodel_server.inference.runner import InferenceRunner
+from tfmodel_server.inference.shadow import ShadowTraffic, signature_call
 from tfmodel_server.monitoring.request_context import note_runtime, note_served
 from tfmodel_server.servables.tensorflow import classify_regress
 from tfmodel_server.servables.tensorflow.servable import Servable, Signature
@@ -58,8 +59,11 @@ class InferenceService:
         check_method_name: bool = False,
         max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES,
         request_log: RequestLogger | None = None,
+        shadow: ShadowTraffic | None = None,
     ) -> None:
         self.manager = manager
+        # Shadow traffic: a share of stable's requests re-run on the canary after the reply.
+        self.shadow = shadow
         # ModelConfig.logging_config: a sampled share of successful calls, written off-path.
         self.request_log = request_log
         self.runner = runner
@@ -90,8 +94,19 @@ class InferenceService:
             if callable(inputs):
                 inputs = await inputs(signature)
             arrays = signature.validate_inputs(inputs)
+            start = time.perf_counter()
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
+            seconds = time.perf_counter() - start
             served = _served(handle.servable, signature)
+            if self.shadow is not None and (
+                pair := self.shadow.pick(ref.name, ref.version, ref.label, served.version)
+            ):
+                self.shadow.submit(
+                    pair,
+                    signature_call(signature.key, self._predict_on(arrays, output_filter)),
+                    outputs,
+                    seconds,
+                )
             if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
                 request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
                 logged_inputs, wanted = inputs, tuple(output_filter)
@@ -104,6 +119,31 @@ class InferenceService:
                     request_logging.arrays_nbytes(logged_inputs, outputs),
                 )
             return served, outputs
+
+    def _predict_on(self, inputs: dict[str, np.ndarray], output_filter: Sequence[str]):
+        """The same predict on another version (shadow): its own signature checks the inputs."""
+        wanted = tuple(output_filter)
+
+        async def run(servable: Servable, signature: Signature) -> dict[str, np.ndarray]:
+            return await self.runner.run(
+                servable, signature, signature.validate_inputs(inputs), wanted
+            )
+
+        return run
+
+    def _examples_on(self, request_input: input_pb2.Input, feed_fn):
+        """The same classify / regress feed built for another version's signature (shadow)."""
+
+        async def run(servable: Servable, signature: Signature) -> dict[str, np.ndarray]:
+            feed = feed_fn(
+                signature,
+                request_input,
+                check_method_name=self.check_method_name,
+                budget=self.budget(),
+            )
+            return await self.runner.run(servable, signature, feed, ())
+
+        return run
 
     async def _run(self, servable, signature, arrays, output_filter) -> dict[str, np.ndarray]:
         """The runner call, timed for :tensorflow:serving:runtime_latency."""
@@ -136,9 +176,20 @@ class InferenceService:
                 check_method_name=self.check_method_name,
                 budget=self.budget(),
             )
+            start = time.perf_counter()
             outputs = await self._run(handle.servable, signature, feed, ())
+            seconds = time.perf_counter() - start
             result = result_fn(signature, outputs, _num_examples(feed))
             served = _served(handle.servable, signature)
+            if self.shadow is not None and (
+                pair := self.shadow.pick(ref.name, ref.version, ref.label, served.version)
+            ):
+                self.shadow.submit(
+                    pair,
+                    signature_call(signature.key, self._examples_on(request_input, feed_fn)),
+                    outputs,
+                    seconds,
+                )
             if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
                 request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
                 record_fn = (

@@ -9,8 +9,9 @@ carries model, version and signature from real traffic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -18,6 +19,8 @@ class RequestRecord:
     version: int | None = None
     signature: str = ""
     runtime_seconds: float | None = None
+    # Work the API layer starts once the reply has been sent (shadow traffic).
+    after_reply: list[Callable[[], None]] = field(default_factory=list)
 
 
 _CURRENT: ContextVar[RequestRecord | None] = ContextVar("tfmodel_request", default=None)
@@ -32,6 +35,25 @@ def begin() -> RequestRecord:
 
 def current() -> RequestRecord | None:
     return _CURRENT.get()
+
+
+def defer_after_reply(fn: Callable[[], None]) -> bool:
+    """Have the API layer call `fn` after this request's reply is sent; False when no
+    API layer opened a record (the caller drops the work: it is not client traffic)."""
+    record = _CURRENT.get()
+    if record is None:
+        return False
+    record.after_reply.append(fn)
+    return True
+
+
+def run_after_reply(record: RequestRecord | None) -> None:
+    """The API layer: the reply is out; start what was deferred (each call is cheap)."""
+    if record is None:
+        return
+    work, record.after_reply = record.after_reply, []
+    for fn in work:
+        fn()
 
 
 def note_served(version: int, signature: str) -> None:
