@@ -68,6 +68,8 @@ SERVER_FLAGS: dict[str, str] = {
     "rest_api_timeout_in_ms": "int",
     "s3_addressing_style": "choice:auto|path|virtual",
     "saved_model_tags": "str",
+    "shadow_max_concurrent": "int",
+    "shadow_traffic_percent": "float",
     "shutdown_readiness_delay_seconds": "float",
     "skip_initialize_tpu": "bool",
     "ssl_client_verify": "bool",
