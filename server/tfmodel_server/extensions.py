@@ -57,7 +57,7 @@ def build_extensions(options: ServerOptions) -> Extensions:
             ext.shadow_stats.register(metrics.registry)
             ext.on_refused = metrics.record_refused
             ext.watch_inflight = metrics.watch_inflight
-            ext.retired_observer = metrics.remove_version
+            ext.retired_observer = _retire_series(metrics, ext.shadow_stats)
     if options.enable_batching:
         try:
             if options.batching_parameters_text:  # from --platform_config_file
@@ -100,3 +100,14 @@ def _chain(hooks: list[Callable[[Servable], None]]) -> Callable[[Servable], None
             hook(servable)
 
     return run_all
+
+
+def _retire_series(metrics: ServingMetrics, shadow: ShadowStats) -> Callable[[str, int, str], None]:
+    """A retired version's series go from the request families and from every shadow pair
+    it was part of, so /metrics stays bounded under version churn with shadowing on."""
+
+    def retire(model_name: str, version: int, model_path: str) -> None:
+        metrics.remove_version(model_name, version, model_path)
+        shadow.remove_version(model_name, version)
+
+    return retire

@@ -259,6 +259,36 @@ def test_the_flag_shadows_without_a_split_file(tmp_path: Path):
         settled(server, "m", 10)
 
 
+def test_an_unloaded_canarys_shadow_series_go(tmp_path: Path):
+    """Version churn with shadowing on: once the canary unloads, every shadow series of its
+    pair leaves /metrics, as its request series do (issue 21's bounded metrics)."""
+    export_linear(tmp_path / "m", 1, 1.0, 0.5)
+    export_linear(tmp_path / "m", 2, 1.0, 0.5)
+    shadow = {"m": {"canaryPercent": 0, "shadowPercent": 100}}
+    with _server(tmp_path, ("m",), shadow, "--model_config_file_poll_wait_seconds=1") as server:
+        server.wait_ready()
+        server.wait_versions("m", {1: "AVAILABLE", 2: "AVAILABLE"})
+        stub = server.prediction_stub()
+        for _ in range(5):
+            stub.Predict(predict_request("m", [1.0], version_label="stable"), timeout=10)
+        settled(server, "m", 5)
+        shadow_series = lambda: [  # noqa: E731
+            labels for name, labels, _ in scrape(server) if name.startswith(":tfmodel:shadow_")
+        ]
+        assert any(labels.get("canary_version") == "2" for labels in shadow_series())
+        (tmp_path / "models.config").write_text(
+            f'model_config_list {{ config {{ name: "m" base_path: "{tmp_path / "m"}"\n'
+            '  model_platform: "tensorflow"\n'
+            "  model_version_policy { specific { versions: 1 } } } }\n"
+        )
+        server.wait_for(
+            lambda: not any(labels.get("canary_version") == "2" for labels in shadow_series()),
+            60,
+            "version 2's shadow series to go",
+        )
+        assert stub.Predict(predict_request("m", [1.0]), timeout=10).model_spec.version.value == 1
+
+
 def test_compare_outputs():
     scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]], np.float32)
     flipped = scores[:, ::-1].copy()

@@ -114,3 +114,18 @@ class ShadowStats:
 
     def shed_one(self, model: str, reason: str) -> None:
         self.shed.inc((model, reason))
+
+    def remove_version(self, model_name: str, version: int) -> None:
+        """A version was unloaded or forgotten: every pair it was part of goes, as the
+        per-version request series do (metrics.ServingMetrics.remove_version)."""
+        pair_families = (
+            self.requests,
+            self.latency,
+            self.abs_diff,
+            self.top1_rows,
+            self.top1_agree,
+        )
+        for side in ("stable_version", "canary_version"):
+            match = {"model_name": model_name, side: str(version)}
+            for family in pair_families:
+                family.remove_matching(match)
