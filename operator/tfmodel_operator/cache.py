@@ -78,8 +78,12 @@ def trim_pod(obj: Mapping[str, Any]) -> dict[str, Any]:
     ]
     if restarts:
         kept_status["containerStatuses"] = restarts
+    kept_meta = {k: meta[k] for k in ("name", "namespace", "uid") if k in meta}
+    how = (meta.get("annotations") or {}).get(names.PROBE_ANNOTATION)
+    if how:  # how to reach its server (spec.security)
+        kept_meta["annotations"] = {names.PROBE_ANNOTATION: how}
     return {
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid") if k in meta},
+        "metadata": kept_meta,
         "spec": {"containers": containers},
         "status": kept_status,
     }

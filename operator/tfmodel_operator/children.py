@@ -55,5 +55,5 @@ def build_children(
         else:
             present.append(manifest)
     if service_monitor:
-        present.append(build_servicemonitor(tfmodel, namespace))
+        present.append(build_servicemonitor(tfmodel, namespace, spec.security))
     return Children(present=present, absent=absent)

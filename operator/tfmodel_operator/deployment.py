@@ -8,6 +8,7 @@ never updates), so editing models or labels never restarts a pod.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from . import names
@@ -65,7 +66,79 @@ def server_args(spec: TFModelSpec) -> list[str]:
             f"--model_cache_dir={names.MODEL_CACHE_DIR}",
             f"--s3_addressing_style={spec.object_store.addressing_style}",
         ]
+    args += security_args(spec)
+    # Last: flags the spec does not model, checked against the server's (spec.py).
+    args += list(spec.pod.extra_args)
     return args
+
+
+def security_args(spec: TFModelSpec) -> list[str]:
+    """TLS from the mounted kubernetes.io/tls Secret, tokens, CORS."""
+    security, args = spec.security, []
+    if security.tls is not None:
+        args += [
+            f"--ssl_server_cert_file={names.TLS_DIR}/tls.crt",
+            f"--ssl_server_key_file={names.TLS_DIR}/tls.key",
+        ]
+        if security.tls.client_verify:
+            args += [f"--ssl_custom_ca_file={names.TLS_DIR}/ca.crt", "--ssl_client_verify"]
+    if security.token is not None:
+        args.append(f"--auth_token_file={names.AUTH_DIR}/{names.TOKEN_FILE}")
+    if security.cors:
+        args.append("--rest_api_enable_cors_support")
+    return args
+
+
+def probe_annotation(spec: TFModelSpec) -> str | None:
+    """How probe.py reaches this pod's server (None: plain HTTP, no token)."""
+    security = spec.security
+    how: dict[str, str] = {}
+    if security.tls is not None:
+        how["scheme"] = "https"
+        how["tlsSecret"] = security.tls.secret_name
+        if security.tls.probe_client_secret_name:
+            how["clientSecret"] = security.tls.probe_client_secret_name
+    if security.token is not None:
+        how["tokenSecret"], how["tokenKey"] = security.token.name, security.token.key
+    return json.dumps(how, sort_keys=True) if how else None
+
+
+# Secret files readable by the server's group (fsGroup) only.
+SECRET_FILE_MODE = 0o440
+
+
+def _security_volumes(spec: TFModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) of the TLS and token Secrets, read-only."""
+    volumes, mounts = [], []
+    tls, token = spec.security.tls, spec.security.token
+    if tls is not None:
+        volumes.append(
+            {
+                "name": "tls",
+                "secret": {"secretName": tls.secret_name, "defaultMode": SECRET_FILE_MODE},
+            }
+        )
+        mounts.append({"name": "tls", "mountPath": names.TLS_DIR, "readOnly": True})
+    if token is not None:
+        volumes.append(
+            {
+                "name": "auth-tokens",
+                "secret": {
+                    "secretName": token.name,
+                    "items": [{"key": token.key, "path": names.TOKEN_FILE}],
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            }
+        )
+        mounts.append({"name": "auth-tokens", "mountPath": names.AUTH_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _spread(tfmodel: str, constraint: dict[str, Any]) -> dict[str, Any]:
+    """A topology spread constraint; without a labelSelector it spreads this TFModel's pods."""
+    out = dict(constraint)
+    out.setdefault("labelSelector", {"matchLabels": names.selector_labels(tfmodel)})
+    return out
 
 
 def object_store_env(spec: TFModelSpec) -> list[dict[str, Any]]:
@@ -112,9 +185,14 @@ def _cache_volume(spec: TFModelSpec) -> dict[str, Any]:
     return {"name": "model-cache", "emptyDir": empty_dir}
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, period: int, failures: int, https: bool = False) -> dict[str, Any]:
+    get: dict[str, Any] = {"path": path, "port": "http"}
+    if https:
+        # The kubelet does not verify the certificate; the server answers the probe paths
+        # without a client certificate even with clientVerify.
+        get["scheme"] = "HTTPS"
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": get,
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -122,6 +200,8 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
+    https = spec.security.tls is not None
+    secret_volumes, secret_mounts = _security_volumes(spec)
     container: dict[str, Any] = {
         "name": names.SERVER_CONTAINER,
         "image": spec.image,
@@ -131,10 +211,10 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             {"name": "grpc", "containerPort": names.GRPC_CONTAINER_PORT, "protocol": "TCP"},
             {"name": "http", "containerPort": names.REST_CONTAINER_PORT, "protocol": "TCP"},
         ],
-        "readinessProbe": _probe("/readyz", 5, 3),
+        "readinessProbe": _probe("/readyz", 5, 3, https),
         # Keep serving while the endpoint removal reaches every kube-proxy / load balancer:
         # SIGTERM (and the drain that closes the listeners) comes only after this sleep.
-        "livenessProbe": _probe("/healthz", 10, 6),
+        "livenessProbe": _probe("/healthz", 10, 6, https),
         "volumeMounts": [
             {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
             *(
@@ -148,6 +228,7 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
                 if spec.object_store is not None
                 else []
             ),
+            *secret_mounts,
         ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -156,7 +237,7 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    env = object_store_env(spec)
+    env = object_store_env(spec) + [dict(e) for e in spec.pod.env]
     if env:
         container["env"] = env
     resources = _resources(spec)
@@ -177,20 +258,39 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             *([_storage_volume(spec)] if spec.storage else []),
             {"name": "tmp", "emptyDir": {}},
             *([_cache_volume(spec)] if spec.object_store is not None else []),
+            *secret_volumes,
         ],
     }
+    pod = spec.pod
+    if pod.service_account_name:
+        pod_spec["serviceAccountName"] = pod.service_account_name
+    if pod.priority_class_name:
+        pod_spec["priorityClassName"] = pod.priority_class_name
+    if pod.affinity:
+        pod_spec["affinity"] = dict(pod.affinity)
+    if pod.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = [
+            _spread(tfmodel, c) for c in pod.topology_spread_constraints
+        ]
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
     metadata: dict[str, Any] = {
-        "labels": names.common_labels(tfmodel),
+        # spec.py keeps the user's keys off the operator's.
+        "labels": {**pod.labels, **names.common_labels(tfmodel)},
         "annotations": {
+            **pod.annotations,
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(names.REST_CONTAINER_PORT),
             "prometheus.io/path": names.METRICS_PATH,
         },
     }
+    if https:
+        metadata["annotations"]["prometheus.io/scheme"] = "https"
+    probe_how = probe_annotation(spec)
+    if probe_how is not None:
+        metadata["annotations"][names.PROBE_ANNOTATION] = probe_how
     if spec.batching is not None:
         digest = hashlib.sha256(render_batching_config(spec.batching).encode()).hexdigest()[:16]
         metadata["annotations"][names.BATCHING_HASH_ANNOTATION] = digest

@@ -17,6 +17,7 @@ connection) with capped, jittered backoff; the caller sees only errors that pers
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -154,6 +155,24 @@ def get(
         if err.status == 404:
             return None
         raise
+
+
+def read_secret(api: ApiClient, namespace: str, name: str) -> dict[str, bytes] | None:
+    """A Secret's data, decoded; None when it is missing or cannot be read (logged by the
+    caller as a pod it cannot probe)."""
+    try:
+        secret = get(api, "v1", "secrets", namespace, name)
+    except ApiException:
+        return None
+    if secret is None:
+        return None
+    out = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            out[key] = base64.b64decode(value)
+        except ValueError:
+            continue
+    return out
 
 
 def list_objects(

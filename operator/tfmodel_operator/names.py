@@ -25,6 +25,15 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 MODELS_MOUNT = "/models"
 # s3:// models are downloaded here (an emptyDir: it outlives a container restart).
 MODEL_CACHE_DIR = "/var/cache/tfmodel"
+# spec.security: the Secrets mounted read-only (whole directories, not subPath: a Secret
+# update reaches a directory mount, and the server re-reads the files).
+TLS_DIR = "/etc/tfmodel-tls"
+AUTH_DIR = "/etc/tfmodel-auth"
+TOKEN_FILE = "tokens"
+# Pod annotation (JSON) telling probe.py how to reach that pod's server: scheme, and the
+# Secrets holding what it trusts and presents. Per pod, so a rolling change of
+# spec.security probes old and new pods each their own way.
+PROBE_ANNOTATION = "serving.tfmodel.io/probe"
 GRPC_CONTAINER_PORT = 8500
 REST_CONTAINER_PORT = 8501
 SERVER_CONTAINER = "server"

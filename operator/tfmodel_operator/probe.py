@@ -11,6 +11,8 @@ round's total wait is bounded by `deadline`, so hung pods cannot stretch it.
 from __future__ import annotations
 
 import json
+import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +24,10 @@ from typing import Any, TypeVar
 import urllib3
 
 from . import names
+from .probe_transport import ProbeHow, SecretReader, Transport, TransportError, Transports
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 32
 DEFAULT_TIMEOUT_S = 2.0  # one request
@@ -105,23 +109,56 @@ class PodClient:
         )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
         self._lock = threading.Lock()
+        self._transports = Transports(self._https_pool)
+
+    def _https_pool(self, context: ssl.SSLContext) -> urllib3.PoolManager:
+        """A pool for pods with spec.security.tls (its context verifies their certificate)."""
+        return urllib3.PoolManager(
+            num_pools=64,
+            maxsize=4,
+            retries=urllib3.Retry(total=1, redirect=False, status=0),
+            timeout=urllib3.Timeout(total=self.timeout),
+            ssl_context=context,
+            assert_hostname=False,  # pods are asked by IP; the context pins what it trusts
+        )
+
+    def transport(self, pod: dict[str, Any], read: SecretReader | None) -> Transport | None:
+        """How to reach `pod` (None: plain HTTP); TransportError when it cannot be reached."""
+        how = ProbeHow.of(pod)
+        if how is None:
+            return None
+        namespace = str((pod.get("metadata") or {}).get("namespace") or "")
+        return self._transports.get(namespace, how, read)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.clear()
 
-    def get(self, pod: dict[str, Any], path: str) -> bytes | None:
+    def get(
+        self, pod: dict[str, Any], path: str, transport: Transport | None = None
+    ) -> bytes | None:
         ip = (pod.get("status") or {}).get("podIP")
         if not ip:
             return None
         host = f"[{ip}]" if ":" in ip else ip
-        try:
-            response = self._http.request(
-                "GET", f"http://{host}:{rest_port(pod)}{path}", preload_content=True
-            )
-        except (urllib3.exceptions.HTTPError, OSError, ValueError):
-            return None
-        return response.data if response.status == 200 else None
+        http = transport.http if transport is not None and transport.http else self._http
+        scheme = transport.scheme if transport is not None else "http"
+        url = f"{scheme}://{host}:{rest_port(pod)}{path}"
+        tokens, first = (transport.tokens, transport.good) if transport is not None else ((), 0)
+        # The token that worked last first; on a 401 the others (a rotation in progress).
+        order: list[int | None] = [(first + i) % len(tokens) for i in range(len(tokens))]
+        response = None
+        for index in order or [None]:
+            headers = {"Authorization": f"Bearer {tokens[index]}"} if index is not None else None
+            try:
+                response = http.request("GET", url, headers=headers, preload_content=True)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError):
+                return None
+            if response.status != 401:
+                if index is not None and transport is not None:
+                    transport.good = index
+                break
+        return response.data if response is not None and response.status == 200 else None
 
     def _all(self, items: list[T], ask: Callable[[T], Any]) -> list[Any]:
         """ask(item) for every item, `concurrency` at a time; None where past the deadline."""
@@ -140,16 +177,26 @@ class PodClient:
                 out.append(None)
         return out
 
-    def ask(self, pods: list[dict[str, Any]], metrics: bool) -> list[PodAnswer]:
-        """Every running pod's GET /v1/models (and its metrics page when `metrics`)."""
+    def ask(
+        self, pods: list[dict[str, Any]], metrics: bool, secrets: SecretReader | None = None
+    ) -> list[PodAnswer]:
+        """Every running pod's GET /v1/models (and its metrics page when `metrics`).
+
+        `secrets` reads the Secrets a pod with spec.security needs (probe_transport.py);
+        a pod whose Secrets cannot be read is counted as not answering."""
 
         Answer = tuple[dict[str, Any] | None, str | None, dict[str, Any] | None]
 
         def one(pod: dict[str, Any]) -> Answer:
+            try:
+                how = self.transport(pod, secrets)
+            except TransportError as err:
+                log.warning("cannot probe pod %s: %s", pod_uid(pod), err)
+                return None, None, None
             return (
-                fetch_models(self, pod),
-                fetch_metrics(self, pod) if metrics else None,
-                fetch_cache(self, pod) if has_model_cache(pod) else None,
+                fetch_models(self, pod, how),
+                fetch_metrics(self, pod, how) if metrics else None,
+                fetch_cache(self, pod, how) if has_model_cache(pod) else None,
             )
 
         live = running(pods)
@@ -160,12 +207,16 @@ class PodClient:
         ]
 
 
-def fetch_models(client: PodClient, pod: dict[str, Any]) -> dict[str, Any] | None:
-    return _json(client.get(pod, "/v1/models"))
+def fetch_models(
+    client: PodClient, pod: dict[str, Any], transport: Transport | None = None
+) -> dict[str, Any] | None:
+    return _json(client.get(pod, "/v1/models", transport))
 
 
-def fetch_cache(client: PodClient, pod: dict[str, Any]) -> dict[str, Any] | None:
-    return _json(client.get(pod, "/v1/cache"))
+def fetch_cache(
+    client: PodClient, pod: dict[str, Any], transport: Transport | None = None
+) -> dict[str, Any] | None:
+    return _json(client.get(pod, "/v1/cache", transport))
 
 
 def _json(data: bytes | None) -> dict[str, Any] | None:
@@ -176,6 +227,8 @@ def _json(data: bytes | None) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def fetch_metrics(client: PodClient, pod: dict[str, Any]) -> str | None:
-    data = client.get(pod, names.METRICS_PATH)
+def fetch_metrics(
+    client: PodClient, pod: dict[str, Any], transport: Transport | None = None
+) -> str | None:
+    data = client.get(pod, names.METRICS_PATH, transport)
     return data.decode("utf-8", "replace") if data is not None else None

@@ -285,7 +285,11 @@ def observe_pods(
     pods = view.pods if view is not None else None
     if pods is None:
         pods = kubeapi.list_objects(api, "v1", "pods", namespace, names.selector_string(tfmodel))
-    return PodView.of((client or default_pod_client()).ask(pods, metrics=scrape))
+
+    def secrets(ns: str, name: str) -> dict[str, bytes] | None:
+        return kubeapi.read_secret(api, ns, name)
+
+    return PodView.of((client or default_pod_client()).ask(pods, metrics=scrape, secrets=secrets))
 
 
 def pod_scrapes(model: str, pods: PodView) -> tuple[PodScrape, ...]:

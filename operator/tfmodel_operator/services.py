@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import names
-from .spec import TFModelSpec
+from .spec import Security, TFModelSpec
 
 
 def _ports(spec: TFModelSpec) -> list[dict[str, Any]]:
@@ -65,7 +65,33 @@ def build_headless_service(tfmodel: str, namespace: str, spec: TFModelSpec) -> d
     }
 
 
-def build_servicemonitor(tfmodel: str, namespace: str) -> dict[str, Any]:
+def _scrape_endpoint(tfmodel: str, namespace: str, security: Security) -> dict[str, Any]:
+    """Prometheus' scrape: over HTTPS with the TLS Secret's ca.crt and, with mTLS, the
+    operator's client certificate Secret; with tokens, the token Secret's key (one token)."""
+    endpoint: dict[str, Any] = {"port": "http", "path": names.METRICS_PATH}
+    tls, token = security.tls, security.token
+    if tls is not None:
+        tls_config: dict[str, Any] = {
+            "ca": {"secret": {"name": tls.secret_name, "key": "ca.crt"}},
+            # Pods are scraped by IP: the certificate is checked for the Service's name.
+            "serverName": f"{names.service_name(tfmodel)}.{namespace}.svc",
+        }
+        if tls.probe_client_secret_name:
+            client = tls.probe_client_secret_name
+            tls_config["cert"] = {"secret": {"name": client, "key": "tls.crt"}}
+            tls_config["keySecret"] = {"name": client, "key": "tls.key"}
+        endpoint.update(scheme="https", tlsConfig=tls_config)
+    if token is not None:
+        endpoint["authorization"] = {
+            "type": "Bearer",
+            "credentials": {"name": token.name, "key": token.key},
+        }
+    return endpoint
+
+
+def build_servicemonitor(
+    tfmodel: str, namespace: str, security: Security | None = None
+) -> dict[str, Any]:
     """A Prometheus Operator ServiceMonitor for the servers' metrics (when that CRD exists)."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -82,6 +108,6 @@ def build_servicemonitor(tfmodel: str, namespace: str) -> dict[str, Any]:
                     names.SERVICE_ROLE_LABEL: "main",
                 }
             },
-            "endpoints": [{"port": "http", "path": names.METRICS_PATH}],
+            "endpoints": [_scrape_endpoint(tfmodel, namespace, security or Security())],
         },
     }

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .server_flags import extra_arg_problems
+
 
 class SpecError(ValueError):
     """A TFModel spec the CRD schema should have rejected."""
@@ -132,6 +134,53 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class TLS:
+    """spec.security.tls: a kubernetes.io/tls Secret (tls.crt, tls.key; ca.crt for mTLS)."""
+
+    secret_name: str
+    client_verify: bool = False  # mTLS: clients need a certificate signed by ca.crt
+    # The operator's own client certificate for its probes and scrapes (mTLS only).
+    probe_client_secret_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenSecret:
+    """spec.security.tokenSecret: a Secret key holding tokens, one a line."""
+
+    name: str
+    key: str = "tokens"
+
+
+@dataclass(frozen=True)
+class Security:
+    tls: TLS | None = None
+    token: TokenSecret | None = None
+    cors: bool = False
+
+
+# Pod labels and annotations the operator sets: spec.podLabels/podAnnotations may not.
+RESERVED_LABELS = frozenset(
+    {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"}
+)
+RESERVED_PREFIX = "serving.tfmodel.io/"
+RESERVED_ANNOTATION_PREFIXES = ("prometheus.io/", RESERVED_PREFIX)
+
+
+@dataclass(frozen=True)
+class PodFields:
+    """Pod settings real clusters need, passed to the pod template as given."""
+
+    service_account_name: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    affinity: dict[str, Any] | None = None
+    topology_spread_constraints: tuple[dict[str, Any], ...] = ()
+    priority_class_name: str | None = None
+    env: tuple[dict[str, Any], ...] = ()
+    extra_args: tuple[str, ...] = ()  # server flags the spec does not model (server_flags.py)
+
+
+@dataclass(frozen=True)
 class TFModelSpec:
     models: tuple[ModelSpec, ...]
     storage: dict[str, Any]  # the /models volume; {} when every model is on s3://
@@ -153,6 +202,8 @@ class TFModelSpec:
     # s3:// models: the store's settings, and the emptyDir the versions are cached on.
     object_store: ObjectStore | None = None
     model_cache_size_limit: str | None = None
+    security: Security = field(default_factory=Security)
+    pod: PodFields = field(default_factory=PodFields)
 
     @property
     def uses_object_store(self) -> bool:
@@ -403,6 +454,73 @@ def _autoscaling(raw: dict[str, Any] | None) -> Autoscaling | None:
     )
 
 
+def _security(raw: dict[str, Any] | None) -> Security:
+    raw = raw or {}
+    tls = token = None
+    if raw.get("tls") is not None:
+        t = raw["tls"]
+        if not t.get("secretName"):
+            raise SpecError("security.tls.secretName is empty")
+        verify = bool(t.get("clientVerify", False))
+        probe = t.get("probeClientSecretName") or None
+        if verify and probe is None:
+            raise SpecError(
+                "security.tls.clientVerify needs probeClientSecretName: the kubernetes.io/tls "
+                "Secret the operator presents to the servers for its probes and scrapes"
+            )
+        tls = TLS(t["secretName"], verify, probe)
+    if raw.get("tokenSecret") is not None:
+        t = raw["tokenSecret"]
+        if not t.get("name"):
+            raise SpecError("security.tokenSecret.name is empty")
+        token = TokenSecret(t["name"], t.get("key") or TokenSecret.key)
+    return Security(tls=tls, token=token, cors=bool(raw.get("cors", False)))
+
+
+def _reserved(kind: str, keys: Any, reserved: frozenset[str], prefixes: tuple[str, ...]) -> None:
+    """The CRD's podLabels/podAnnotations rules (for TFModels made under an older CRD)."""
+    taken = sorted(k for k in keys if k in reserved or k.startswith(prefixes))
+    if taken:
+        owned = [*sorted(reserved), *(f"{p}*" for p in prefixes)]
+        raise SpecError(f"{kind} {', '.join(taken)}: set by the operator ({', '.join(owned)})")
+
+
+# Environment variables the operator sets (spec.objectStore): env may not repeat them.
+OPERATOR_ENV = frozenset(
+    {"AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+)
+
+
+def _pod_fields(raw: dict[str, Any]) -> PodFields:
+    labels = {str(k): str(v) for k, v in (raw.get("podLabels") or {}).items()}
+    annotations = {str(k): str(v) for k, v in (raw.get("podAnnotations") or {}).items()}
+    _reserved("podLabels", labels, RESERVED_LABELS, (RESERVED_PREFIX,))
+    _reserved("podAnnotations", annotations, frozenset(), RESERVED_ANNOTATION_PREFIXES)
+    env = tuple(dict(e) for e in raw.get("env") or ())
+    env_names = [str(e.get("name") or "") for e in env]
+    if "" in env_names or len(set(env_names)) != len(env_names):
+        raise SpecError(f"env: every variable needs a name, once: {env_names}")
+    clash = sorted(set(env_names) & OPERATOR_ENV)
+    if clash:
+        raise SpecError(f"env {', '.join(clash)}: set by the operator from spec.objectStore")
+    extra = tuple(str(a) for a in raw.get("extraArgs") or ())
+    problems = extra_arg_problems(extra)
+    if problems:
+        raise SpecError("; ".join(problems))
+    return PodFields(
+        service_account_name=raw.get("serviceAccountName") or None,
+        annotations=annotations,
+        labels=labels,
+        affinity=dict(raw["affinity"]) if raw.get("affinity") else None,
+        topology_spread_constraints=tuple(
+            dict(c) for c in raw.get("topologySpreadConstraints") or ()
+        ),
+        priority_class_name=raw.get("priorityClassName") or None,
+        env=env,
+        extra_args=extra,
+    )
+
+
 def parse_spec(raw: dict[str, Any]) -> TFModelSpec:
     """Parse a TFModel `spec` mapping; raises SpecError naming the problem."""
     models = raw.get("models") or []
@@ -450,4 +568,6 @@ def parse_spec(raw: dict[str, Any]) -> TFModelSpec:
         ),
         object_store=object_store,
         model_cache_size_limit=str(cache["sizeLimit"]) if cache.get("sizeLimit") else None,
+        security=_security(raw.get("security")),
+        pod=_pod_fields(raw),
     )

@@ -104,6 +104,10 @@ class ServerOptions:
     # --- drop-in fidelity block (see _add_fidelity_flags) ---
     grpc_socket_path: str = ""
     ssl_config_file: str = ""
+    ssl_server_cert_file: str = ""
+    ssl_server_key_file: str = ""
+    ssl_custom_ca_file: str = ""
+    ssl_client_verify: bool = False
     rest_api_enable_cors_support: bool = False
     enable_profiler: bool = True
     listen_before_models_load: bool = False
@@ -345,6 +349,7 @@ def _add_fidelity_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
         help="SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): "
         "TLS on gRPC, and (a tfmodel addition) on REST with the same files",
     )
+    _add_tls_file_flags(p, flag_bool)
     p.add_argument(
         "--rest_api_enable_cors_support",
         default=False,
@@ -382,6 +387,32 @@ def _add_fidelity_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
         "--enable_reload_config_rpc",
         default=True,
         help="tfmodel: false refuses ModelService.HandleReloadConfigRequest",
+        **flag_bool,
+    )
+
+
+def _add_tls_file_flags(p: argparse.ArgumentParser, flag_bool: dict) -> None:
+    """tfmodel: SSLConfig's fields from PEM files (a mounted kubernetes.io/tls Secret)."""
+    p.add_argument(
+        "--ssl_server_cert_file",
+        default="",
+        help="tfmodel: PEM server certificate (chain), instead of --ssl_config_file's "
+        "server_cert; re-read when it changes",
+    )
+    p.add_argument(
+        "--ssl_server_key_file",
+        default="",
+        help="tfmodel: PEM private key of --ssl_server_cert_file; re-read when it changes",
+    )
+    p.add_argument(
+        "--ssl_custom_ca_file",
+        default="",
+        help="tfmodel: PEM CA certificates client certificates are verified against",
+    )
+    p.add_argument(
+        "--ssl_client_verify",
+        default=False,
+        help="tfmodel: require a client certificate signed by --ssl_custom_ca_file (mTLS)",
         **flag_bool,
     )
 
@@ -605,6 +636,15 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
             "setting server_options.enable_batching to true."
         )
     _warn_no_effect(ns)
+    tls_files = (ns.ssl_server_cert_file, ns.ssl_server_key_file, ns.ssl_custom_ca_file)
+    if ns.ssl_config_file and (any(tls_files) or ns.ssl_client_verify):
+        parser.error(
+            "--ssl_config_file and the --ssl_*_file/--ssl_client_verify flags exclude each other"
+        )
+    if (ns.ssl_custom_ca_file or ns.ssl_client_verify) and not ns.ssl_server_cert_file:
+        parser.error("--ssl_custom_ca_file and --ssl_client_verify need --ssl_server_cert_file")
+    if bool(ns.ssl_server_cert_file) != bool(ns.ssl_server_key_file):
+        parser.error("--ssl_server_cert_file and --ssl_server_key_file go together")
     if ns.workers < 1:
         parser.error("--workers must be at least 1")
     if ns.max_retained_unloaded_versions < -1:
@@ -705,6 +745,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         s3_addressing_style=ns.s3_addressing_style,
         grpc_socket_path=ns.grpc_socket_path,
         ssl_config_file=ns.ssl_config_file,
+        ssl_server_cert_file=ns.ssl_server_cert_file,
+        ssl_server_key_file=ns.ssl_server_key_file,
+        ssl_custom_ca_file=ns.ssl_custom_ca_file,
+        ssl_client_verify=ns.ssl_client_verify,
         rest_api_enable_cors_support=ns.rest_api_enable_cors_support,
         enable_profiler=ns.enable_profiler,
         listen_before_models_load=ns.listen_before_models_load,

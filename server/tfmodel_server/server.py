@@ -262,11 +262,16 @@ class ModelServer:
         self.grpc_port = 0
         self.rest_port = 0
         try:
-            self._ssl = (
-                tls.load_ssl_config(options.ssl_config_file) if options.ssl_config_file else None
+            source = tls.SSLSource(
+                config_file=options.ssl_config_file,
+                cert_file=options.ssl_server_cert_file,
+                key_file=options.ssl_server_key_file,
+                ca_file=options.ssl_custom_ca_file,
+                client_verify=options.ssl_client_verify,
             )
+            self._ssl = tls.CertificateReloader(source) if source.paths else None
             self._tokens = TokenStore(options.auth_token_file) if options.auth_token_file else None
-            self._rest_ssl = tls.rest_ssl_context(self._ssl) if self._ssl is not None else None
+            self._rest_ssl = self._ssl.rest_context() if self._ssl is not None else None
         except (tls.SSLConfigError, TokenFileError) as e:
             raise StartupError(f"INVALID_ARGUMENT: {e}") from e
 
@@ -527,7 +532,7 @@ class ModelServer:
 
         def listen(address: str) -> int:
             if self._ssl is not None:
-                return server.add_secure_port(address, tls.grpc_server_credentials(self._ssl))
+                return server.add_secure_port(address, self._ssl.grpc_credentials())
             return server.add_insecure_port(address)
 
         try:
@@ -565,6 +570,11 @@ class ModelServer:
                     guard, lambda: self.rest_state.draining, self.admission
                 ),
                 *([cors_middleware()] if opts.rest_api_enable_cors_support else []),
+                *(
+                    [tls.rest_client_cert_middleware()]
+                    if self._ssl is not None and self._ssl.client_verify
+                    else []
+                ),
                 *([rest_token_middleware(self._tokens)] if self._tokens else []),
             ],
         )

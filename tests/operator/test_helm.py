@@ -127,7 +127,10 @@ def test_rbac_is_least_privilege(kube: KubeCluster):
         for verb in rule["verbs"]
     }
     assert not any("*" in item for item in granted)
-    assert not any(resource in ("secrets", "namespaces", "nodes") for _g, resource, _v in granted)
+    assert not any(resource in ("namespaces", "nodes") for _g, resource, _v in granted)
+    # Secrets: get by name only (the ones a TFModel's spec.security names, for the operator's
+    # probes); no list or watch, so it cannot enumerate them.
+    assert {v for g, r, v in granted if r == "secrets"} == {"get"}
     # Read-only where the operator only reads.
     assert {v for g, r, v in granted if r == "pods"} == {"list", "watch"}
     assert {v for g, r, v in granted if r == "persistentvolumeclaims"} == {"get"}
@@ -154,7 +157,10 @@ def test_helm_install_cluster_wide(kube: KubeCluster):
 
     assert can("patch", "deployments.apps", "-n", "anywhere")
     assert can("watch", "tfmodels.serving.tfmodel.io", "--all-namespaces")
-    assert not can("get", "secrets", "-n", "anywhere")
+    # Secrets by name only (those spec.security names, for the operator's probes): no list.
+    assert can("get", "secrets", "-n", "anywhere")
+    assert not can("list", "secrets", "-n", "anywhere")
+    assert not can("watch", "secrets", "--all-namespaces")
     assert not can("delete", "tfmodels.serving.tfmodel.io", "-n", "anywhere")
     assert not can("create", "pods", "-n", "anywhere")
 

@@ -202,13 +202,24 @@ def test_mtls_requires_a_client_certificate_from_the_ca(pki, model_base):
                         predict_request("m", [3.0]), timeout=10
                     )
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
-                requests.get(
-                    f"https://localhost:{server.rest_port}/v1/models/m",
-                    verify=str(pki.ca_file),
-                    cert=client,
-                    timeout=10,
-                )
+        # A rogue certificate fails the handshake; none at all is refused on every path
+        # but the probes (kubelet probes cannot present one).
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            requests.get(
+                f"https://localhost:{server.rest_port}/v1/models/m",
+                verify=str(pki.ca_file),
+                cert=pki.rogue_files,
+                timeout=10,
+            )
+        bare = requests.get(
+            f"https://localhost:{server.rest_port}/v1/models/m", verify=str(pki.ca_file), timeout=10
+        )
+        assert bare.status_code == 403 and "client certificate" in bare.json()["error"]
+        for probe in ("/healthz", "/readyz"):
+            r = requests.get(
+                f"https://localhost:{server.rest_port}{probe}", verify=str(pki.ca_file), timeout=10
+            )
+            assert r.status_code == 200, probe
         ok = requests.get(
             f"https://localhost:{server.rest_port}/v1/models/m",
             verify=str(pki.ca_file),
@@ -216,6 +227,107 @@ def test_mtls_requires_a_client_certificate_from_the_ca(pki, model_base):
             timeout=10,
         )
         assert ok.status_code == 200
+
+
+def _served_certificate(port: int) -> bytes:
+    """The DER certificate a TLS handshake on `port` presents (no verification)."""
+    import socket
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("localhost", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _der(pem: str) -> bytes:
+    return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
+
+
+def test_pem_files_with_mtls_are_reread_when_they_change(pki, model_base, tmp_path):
+    """--ssl_server_cert_file & co. (a mounted kubernetes.io/tls Secret): a new certificate
+    is served on new connections of both ports, without a restart; a broken one is not."""
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    (tls_dir / "tls.crt").write_text(_pem_cert(pki.server_cert))
+    (tls_dir / "tls.key").write_text(_pem_key(pki.server_key))
+    (tls_dir / "ca.crt").write_text(pki.ca_pem)
+    server = ServerProcess(
+        "--model_name=m",
+        f"--model_base_path={model_base}",
+        f"--ssl_server_cert_file={tls_dir / 'tls.crt'}",
+        f"--ssl_server_key_file={tls_dir / 'tls.key'}",
+        f"--ssl_custom_ca_file={tls_dir / 'ca.crt'}",
+        "--ssl_client_verify",
+    )
+    with server:
+        _wait_tls_ready(server, pki)  # /readyz needs no client certificate
+        assert _secure_predict(server, pki.grpc_credentials(pki.client_files)) == 7.0
+        with pytest.raises(grpc.RpcError):
+            _secure_predict(server, pki.grpc_credentials(None))
+        old = _der(_pem_cert(pki.server_cert))
+        assert _served_certificate(server.grpc_port) == old
+        assert _served_certificate(server.rest_port) == old
+
+        # Rotate: a new key and certificate from the same CA, written as a Secret update
+        # does (new files, then one rename).
+        new_key = _key()
+        ca_name = pki.ca_cert.subject
+        new_cert = _cert("localhost", new_key, ca_name, pki.ca_key, ca=False, san=["localhost"])
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        (staged / "tls.crt").write_text(_pem_cert(new_cert))
+        (staged / "tls.key").write_text(_pem_key(new_key))
+        for name in ("tls.crt", "tls.key"):
+            (staged / name).replace(tls_dir / name)
+        new = _der(_pem_cert(new_cert))
+        for port in (server.grpc_port, server.rest_port):
+            server.wait_for(
+                lambda port=port: _served_certificate(port) == new,
+                timeout=30,
+                what=f"the new certificate on port {port}",
+            )
+        assert _secure_predict(server, pki.grpc_credentials(pki.client_files)) == 7.0
+        ok = requests.get(
+            f"https://localhost:{server.rest_port}/v1/models/m",
+            verify=str(pki.ca_file),
+            cert=pki.client_files,
+            timeout=10,
+        )
+        assert ok.status_code == 200
+
+        # A key that does not match the certificate: logged, the working pair stays.
+        broken = "do not load, keeping the previous ones"
+        before = server.log().count(broken)  # the rotation's two renames may have raced
+        (tls_dir / "tls.key").write_text(_pem_key(_key()))
+
+        def reported() -> bool:
+            _served_certificate(server.rest_port)  # the files are checked on a new connection
+            return server.log().count(broken) > before
+
+        server.wait_for(
+            reported,
+            timeout=30,
+            what="the broken rotation logged",
+        )
+        assert _served_certificate(server.rest_port) == new
+        assert _secure_predict(server, pki.grpc_credentials(pki.client_files)) == 7.0
+
+
+def test_tls_file_flags_are_checked(model_base, tmp_path):
+    server = ServerProcess(
+        "--model_name=m",
+        f"--model_base_path={model_base}",
+        f"--ssl_server_cert_file={tmp_path / 'tls.crt'}",
+    ).start()
+    try:
+        assert server.proc.wait(120) == 255
+    finally:
+        server.stop()
+    assert "--ssl_server_cert_file and --ssl_server_key_file go together" in server.log()
 
 
 def test_bad_ssl_config_fails_start_up(tmp_path, model_base):

@@ -65,6 +65,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get]
+# get only: the Secrets a TFModel's spec.security names, for the operator's own probes and
+# scrapes of servers with TLS / mTLS / tokens (probe_transport.py).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
