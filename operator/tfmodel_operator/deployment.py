@@ -67,6 +67,7 @@ def server_args(spec: TFModelSpec) -> list[str]:
             f"--s3_addressing_style={spec.object_store.addressing_style}",
         ]
     args += security_args(spec)
+    args += request_log_args(spec)
     # Last: flags the spec does not model, checked against the server's (spec.py).
     args += list(spec.pod.extra_args)
     return args
@@ -87,6 +88,23 @@ def security_args(spec: TFModelSpec) -> list[str]:
     if security.cors:
         args.append("--rest_api_enable_cors_support")
     return args
+
+
+def request_log_args(spec: TFModelSpec) -> list[str]:
+    """The pods share spec.requestLogging's volume, so each writes under its own name:
+    the kubelet expands $(POD_NAME) from the container's env (request_log_env)."""
+    if spec.request_log is None:
+        return []
+    args = [f"--request_log_dir={names.REQUEST_LOG_DIR}/$(POD_NAME)"]
+    if spec.request_log.max_file_bytes is not None:
+        args.append(f"--request_log_max_file_bytes={spec.request_log.max_file_bytes}")
+    return args
+
+
+def request_log_env(spec: TFModelSpec) -> list[dict[str, Any]]:
+    if spec.request_log is None:
+        return []
+    return [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
 
 
 def probe_annotation(spec: TFModelSpec) -> str | None:
@@ -229,6 +247,11 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
                 else []
             ),
             *secret_mounts,
+            *(
+                [{"name": "request-logs", "mountPath": names.REQUEST_LOG_DIR}]
+                if spec.request_log is not None
+                else []
+            ),
         ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -237,7 +260,7 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    env = object_store_env(spec) + [dict(e) for e in spec.pod.env]
+    env = object_store_env(spec) + request_log_env(spec) + [dict(e) for e in spec.pod.env]
     if env:
         container["env"] = env
     resources = _resources(spec)
@@ -259,6 +282,11 @@ def build_pod_template(tfmodel: str, spec: TFModelSpec) -> dict[str, Any]:
             {"name": "tmp", "emptyDir": {}},
             *([_cache_volume(spec)] if spec.object_store is not None else []),
             *secret_volumes,
+            *(
+                [{"name": "request-logs", **spec.request_log.volume}]
+                if spec.request_log is not None
+                else []
+            ),
         ],
     }
     pod = spec.pod

@@ -26,6 +26,17 @@ def _model_message(model: ModelSpec) -> Message:
     ]
     for label, version in model.labels:
         message.append(("version_labels", [("key", label), ("value", version)]))
+    if model.request_logging is not None:
+        logging = model.request_logging
+        message.append(
+            (
+                "logging_config",
+                [
+                    ("sampling_config", [("sampling_rate", logging.sampling_rate)]),
+                    ("log_collector_config", [("filename_prefix", logging.filename_prefix)]),
+                ],
+            )
+        )
     return message
 
 

@@ -25,6 +25,7 @@ METRICS_PATH = "/monitoring/prometheus/metrics"
 MODELS_MOUNT = "/models"
 # s3:// models are downloaded here (an emptyDir: it outlives a container restart).
 MODEL_CACHE_DIR = "/var/cache/tfmodel"
+REQUEST_LOG_DIR = "/var/log/tfmodel"  # spec.requestLogging's volume; a directory per pod
 # spec.security: the Secrets mounted read-only (whole directories, not subPath: a Secret
 # update reaches a directory mount, and the server re-reads the files).
 TLS_DIR = "/etc/tfmodel-tls"

@@ -119,6 +119,8 @@ OPERATOR_FLAGS: dict[str, str] = {
     "ssl_client_verify": "spec.security.tls.clientVerify",
     "auth_token_file": "spec.security.tokenSecret",
     "rest_api_enable_cors_support": "spec.security.cors",
+    "request_log_dir": "spec.requestLogging (a directory per pod on its volume)",
+    "request_log_max_file_bytes": "spec.requestLogging.maxFileBytes",
     "version": "nobody (it prints the version and exits)",
 }
 

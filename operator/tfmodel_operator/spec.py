@@ -93,6 +93,22 @@ class ObjectStore:
 
 
 @dataclass(frozen=True)
+class RequestLogging:
+    """models[].requestLogging: TF Serving's ModelConfig.logging_config for this model."""
+
+    sampling_rate: float
+    filename_prefix: str  # relative to the pod's log directory
+
+
+@dataclass(frozen=True)
+class RequestLogVolume:
+    """spec.requestLogging: the volume the logs go to (a directory per pod on it)."""
+
+    volume: dict[str, Any]  # exactly one volume source: persistentVolumeClaim, emptyDir, ...
+    max_file_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     base_path: str  # a directory under /models, or s3://bucket/prefix
@@ -102,6 +118,7 @@ class ModelSpec:
     shadow_traffic_percent: int | None = None  # None: no shadowPercent in the split file
     rollout: Rollout | None = None
     object_store: ObjectStore | None = None  # storage.s3 of this model
+    request_logging: RequestLogging | None = None
 
     @property
     def on_object_store(self) -> bool:
@@ -204,6 +221,7 @@ class TFModelSpec:
     model_cache_size_limit: str | None = None
     security: Security = field(default_factory=Security)
     pod: PodFields = field(default_factory=PodFields)
+    request_log: RequestLogVolume | None = None
 
     @property
     def uses_object_store(self) -> bool:
@@ -329,6 +347,51 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
         shadow_traffic_percent=shadow,
         rollout=rollout,
         object_store=object_store,
+        request_logging=_request_logging(raw["name"], raw.get("requestLogging")),
+    )
+
+
+def _request_logging(model: str, raw: dict[str, Any] | None) -> RequestLogging | None:
+    if raw is None:
+        return None
+    rate = float(raw.get("samplingRate", 0.0))
+    if not 0.0 <= rate <= 1.0:
+        raise SpecError(f"model {model}: requestLogging.samplingRate {rate} is not in 0..1")
+    prefix = str(raw.get("filenamePrefix") or model)
+    if prefix.startswith("/") or any(p in ("", ".", "..") for p in prefix.split("/")):
+        raise SpecError(
+            f"model {model}: requestLogging.filenamePrefix {prefix!r} must be a relative path "
+            "without empty, . or .. parts (it is taken in the pod's log directory)"
+        )
+    return RequestLogging(sampling_rate=rate, filename_prefix=prefix)
+
+
+LOG_VOLUME_SOURCES = ("persistentVolumeClaim", "emptyDir", "nfs", "csi", "hostPath")
+
+
+def _request_log_volume(
+    models: tuple[ModelSpec, ...], raw: dict[str, Any] | None
+) -> RequestLogVolume | None:
+    logged = [m.name for m in models if m.request_logging is not None]
+    if raw is None:
+        if logged:
+            raise SpecError(
+                f"models {', '.join(logged)} set requestLogging: spec.requestLogging must name "
+                "the volume the logs are written to"
+            )
+        return None
+    sources = [k for k in LOG_VOLUME_SOURCES if k in raw]
+    if len(sources) != 1:
+        raise SpecError(
+            "spec.requestLogging must set exactly one volume source of "
+            f"{', '.join(LOG_VOLUME_SOURCES)}"
+        )
+    max_bytes = raw.get("maxFileBytes")
+    if max_bytes is not None and int(max_bytes) <= 0:
+        raise SpecError(f"spec.requestLogging.maxFileBytes {max_bytes} must be > 0")
+    return RequestLogVolume(
+        volume={sources[0]: dict(raw[sources[0]] or {})},
+        max_file_bytes=int(max_bytes) if max_bytes is not None else None,
     )
 
 
@@ -537,6 +600,10 @@ def parse_spec(raw: dict[str, Any]) -> TFModelSpec:
             "spec.storage must set exactly one volume source"
             + (f" (models {', '.join(local)} are on it)" if local else "")
         )
+    if raw.get("requestLogging") is not None and any(
+        e.get("name") == "POD_NAME" for e in raw.get("env") or ()
+    ):
+        raise SpecError("env POD_NAME: set by the operator for spec.requestLogging")
     on_s3 = any(m.on_object_store for m in parsed)
     object_store = _one_object_store(parsed, raw.get("objectStore")) if on_s3 else None
     cache = raw.get("modelCache") or {}
@@ -570,4 +637,5 @@ def parse_spec(raw: dict[str, Any]) -> TFModelSpec:
         model_cache_size_limit=str(cache["sizeLimit"]) if cache.get("sizeLimit") else None,
         security=_security(raw.get("security")),
         pod=_pod_fields(raw),
+        request_log=_request_log_volume(parsed, raw.get("requestLogging")),
     )
