@@ -27,7 +27,7 @@ from tfmodel_server.errors import invalid_argument
 from tfmodel_server.inference import request_logging
 from tfmodel_server.inference.request_logging import RequestLogger, Spec
 from tfmodel_server.inference.runner import InferenceRunner
-from tfmodel_server.inference.shadow import ShadowTraffic, signature_call
+from tfmodel_server.inference.shadow import CanaryCall, Outputs, ShadowTraffic, signature_call
 from tfmodel_server.monitoring.request_context import note_runtime, note_served
 from tfmodel_server.servables.tensorflow import classify_regress
 from tfmodel_server.servables.tensorflow.servable import Servable, Signature
@@ -98,15 +98,13 @@ class InferenceService:
             outputs = await self._run(handle.servable, signature, arrays, output_filter)
             seconds = time.perf_counter() - start
             served = _served(handle.servable, signature)
-            if self.shadow is not None and (
-                pair := self.shadow.pick(ref.name, ref.version, ref.label, served.version)
-            ):
-                self.shadow.submit(
-                    pair,
-                    signature_call(signature.key, self._predict_on(arrays, output_filter)),
-                    outputs,
-                    seconds,
-                )
+            self._shadow(
+                ref,
+                served.version,
+                lambda: signature_call(signature.key, self._predict_on(arrays, output_filter)),
+                outputs,
+                seconds,
+            )
             if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
                 request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
                 logged_inputs, wanted = inputs, tuple(output_filter)
@@ -119,6 +117,21 @@ class InferenceService:
                     request_logging.arrays_nbytes(logged_inputs, outputs),
                 )
             return served, outputs
+
+    def _shadow(
+        self,
+        ref: ModelRef,
+        served_version: int,
+        make_call: Callable[[], CanaryCall],
+        outputs: Outputs,
+        seconds: float,
+    ) -> None:
+        """Hand the request to shadow traffic when it is picked (the call is built only then)."""
+        if self.shadow is None:
+            return
+        pair = self.shadow.pick(ref.name, ref.version, ref.label, served_version)
+        if pair is not None:
+            self.shadow.submit(pair, make_call(), outputs, seconds)
 
     def _predict_on(self, inputs: dict[str, np.ndarray], output_filter: Sequence[str]):
         """The same predict on another version (shadow): its own signature checks the inputs."""
@@ -181,15 +194,13 @@ class InferenceService:
             seconds = time.perf_counter() - start
             result = result_fn(signature, outputs, _num_examples(feed))
             served = _served(handle.servable, signature)
-            if self.shadow is not None and (
-                pair := self.shadow.pick(ref.name, ref.version, ref.label, served.version)
-            ):
-                self.shadow.submit(
-                    pair,
-                    signature_call(signature.key, self._examples_on(request_input, feed_fn)),
-                    outputs,
-                    seconds,
-                )
+            self._shadow(
+                ref,
+                served.version,
+                lambda: signature_call(signature.key, self._examples_on(request_input, feed_fn)),
+                outputs,
+                seconds,
+            )
             if self.request_log is not None and (plan := self.request_log.sample(ref.name)):
                 request_spec, served_spec = _spec(ref, signature_name), _served_spec(served)
                 record_fn = (
