@@ -6,6 +6,9 @@ TFModel "shadow", model lin (stable 1: y = x + 0.5). Version 2 is built to answe
 shadows 100 % of stable's requests on 2 and judges the agreement; the second step would
 move real traffic. A REST client loops on `stable` (Predict and Classify) throughout and
 records every answer: all of them are version 1's.
+
+The TFModel also logs every request (models[].requestLogging, samplingRate 1) to a hostPath
+volume (spec.requestLogging): each pod writes in the directory the kubelet names after it.
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ def tfmodel(cluster: Cluster, operator: None) -> Iterator[dict[str, Any]]:
     export_linear(root / "lin", 1, a=1.0, b=0.5)
     export_linear(root / "lin", 2, a=-1.0, b=-0.5)  # answers otherwise
     _world_readable(root)
+    logs = cluster.data_dir / f"shadow-logs-{secrets.token_hex(3)}"
+    logs.mkdir()
+    logs.chmod(0o777)  # the server runs as a non-root user; a hostPath keeps the host's modes
     namespace = f"shadow-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", namespace)
     manifest = {
@@ -104,9 +110,11 @@ def tfmodel(cluster: Cluster, operator: None) -> Iterator[dict[str, Any]]:
                     "versionPolicy": {"specific": {"versions": [1, 2]}},
                     "versionLabels": {"stable": 1},
                     "rollout": ROLLOUT,
+                    "requestLogging": {"samplingRate": 1.0},
                 }
             ],
             "storage": {"hostPath": {"path": str(root), "type": "Directory"}},
+            "requestLogging": {"hostPath": {"path": str(logs), "type": "Directory"}},
             "resources": {
                 "requests": {"cpu": "100m", "memory": "256Mi"},
                 "limits": {"memory": "2Gi"},
@@ -124,7 +132,7 @@ def tfmodel(cluster: Cluster, operator: None) -> Iterator[dict[str, Any]]:
 
     wait_until("TFModel shadow Ready, its rollout Stable", ready, 420, 2)
     ip = cluster.get("service", NAME, "-n", namespace)["spec"]["clusterIP"]
-    yield {"namespace": namespace, "ip": ip}
+    yield {"namespace": namespace, "ip": ip, "logs": logs}
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
@@ -226,3 +234,39 @@ def _only_version_1(answers: dict[str, int]) -> bool:
             if not scores["positive"] > scores["negative"]:
                 return False
     return kinds == {"predict", "classify"}
+
+
+def test_each_pod_logs_its_requests_in_its_own_directory(cluster: Cluster, tfmodel):
+    """spec.requestLogging on the real kubelet: $(POD_NAME) expanded in the server's
+    --request_log_dir, the volume writable by the server's user, records that parse."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    from tfmodel_server.servables.tensorflow.prediction_log_files import log_files, read_records
+
+    ns, logs = tfmodel["namespace"], tfmodel["logs"]
+    pods = {
+        p["metadata"]["name"]
+        for p in cluster.get("pods", "-n", ns, "-l", f"app.kubernetes.io/instance={NAME}")["items"]
+    }
+    assert len(pods) == 2, pods
+
+    def written() -> list[prediction_log_pb2.PredictionLog] | None:
+        records = []
+        for pod in pods:
+            for path in log_files([str(logs / pod / "lin")]):
+                for raw in read_records(path):
+                    record = prediction_log_pb2.PredictionLog()
+                    record.ParseFromString(raw)
+                    records.append(record)
+        return records or None
+
+    records = wait_until("request log records on the volume", written, 60, 1)
+    assert {d.name for d in logs.iterdir()} <= pods, list(logs.iterdir())
+    kinds = {r.WhichOneof("log_type") for r in records}
+    assert kinds <= {"predict_log", "classify_log"} and kinds, kinds
+    names = {
+        (
+            r.predict_log.request if r.HasField("predict_log") else r.classify_log.request
+        ).model_spec.name
+        for r in records
+    }
+    assert names == {"lin"}, names
