@@ -117,6 +117,7 @@ class ServerOptions:
     max_request_decoded_bytes: int = DEFAULT_MAX_REQUEST_DECODED_BYTES
     max_inflight_request_bytes: int = -1  # derived from the memory limit (admission.py)
     max_inflight_requests: int = 0
+    rest_decode_processes: int = -1  # one per core (decode_processes.py)
     # --- connection limits and shutdown (see _add_limit_flags) ---
     shutdown_readiness_delay_seconds: float = 0.0
     rest_api_header_timeout_seconds: float = 10.0
@@ -322,6 +323,16 @@ def _add_request_limit_flags(p: argparse.ArgumentParser) -> None:
         default=0,
         help="tfmodel: prediction requests in flight at once over gRPC and REST together; "
         "beyond it 429 / RESOURCE_EXHAUSTED. 0 (default) = no limit",
+    )
+    p.add_argument(
+        "--rest_decode_processes",
+        type=int,
+        default=-1,
+        help="tfmodel: REST predict bodies of 64 KiB or more are decoded (JSON -> tensors) "
+        "in this many processes of their own, at a lower priority, so that decoding never "
+        "holds the server's GIL and small requests and probes keep their latency. "
+        "Default -1: one per core (divided among --workers); 0 = decode in the server's "
+        "threads",
     )
 
 
@@ -668,6 +679,11 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         parser.error("--max_inflight_request_bytes must be -1 (derive), 0 (none) or a size")
     if ns.max_inflight_requests < 0:
         parser.error(f"--max_inflight_requests must be >= 0, got {ns.max_inflight_requests}")
+    if ns.rest_decode_processes < -1:
+        parser.error(
+            f"--rest_decode_processes must be -1 (one per core), 0 (none) or a count, "
+            f"got {ns.rest_decode_processes}"
+        )
     for name in ("port", "rest_api_port"):
         value = getattr(ns, name)
         if not 0 <= value <= 65535:
@@ -757,6 +773,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ServerOptions:
         max_request_decoded_bytes=ns.max_request_decoded_bytes,
         max_inflight_request_bytes=ns.max_inflight_request_bytes,
         max_inflight_requests=ns.max_inflight_requests,
+        rest_decode_processes=ns.rest_decode_processes,
         shutdown_readiness_delay_seconds=ns.shutdown_readiness_delay_seconds,
         rest_api_header_timeout_seconds=ns.rest_api_header_timeout_seconds,
         rest_api_body_timeout_seconds=ns.rest_api_body_timeout_seconds,

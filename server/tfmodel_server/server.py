@@ -42,9 +42,10 @@ from tfmodel_server.inference.request_logging import (
 from tfmodel_server.inference.runner import DirectRunner, InferenceRunner
 from tfmodel_server.inference.service import InferenceService
 from tfmodel_server.inference.shadow import ShadowOptions, ShadowTraffic
-from tfmodel_server.model_servers import admission, memory_limit, traffic_split
+from tfmodel_server.model_servers import admission, decode_processes, memory_limit, traffic_split
 from tfmodel_server.model_servers import config_file as config_lib
 from tfmodel_server.model_servers.codec_pool import CodecPool
+from tfmodel_server.model_servers.memory_limit import usable_cores
 from tfmodel_server.model_servers.server_core import ServerCore
 from tfmodel_server.monitoring.observers import RequestObserver
 from tfmodel_server.monitoring.request_log_metrics import RequestLogStats
@@ -250,7 +251,12 @@ class ModelServer:
         )
         if self.ext.watch_inflight is not None:
             self.ext.watch_inflight(self.admission.snapshot)
-        self.codec_pool = CodecPool()
+        decode_count = decode_processes.flag_count(
+            options.rest_decode_processes, usable_cores(), options.workers
+        )
+        self.codec_pool = CodecPool(
+            processes=decode_processes.DecodeProcesses(decode_count) if decode_count else None
+        )
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -442,23 +448,29 @@ class ModelServer:
         log.info("serving: gRPC on %s, REST on %s", self.grpc_port or "-", self.rest_port or "-")
 
     async def _open_ports(self) -> None:
-        self._set_admission_limits()
+        helpers: list[int] = []
+        if self.codec_pool.processes is not None:
+            helpers = await asyncio.to_thread(self.codec_pool.processes.wait_ready)
+        self._set_admission_limits(helpers)
         _freeze_startup_objects()
         if self.options.port:
             await self._start_grpc()
         if self.options.rest_api_port:
             await self._start_rest()
 
-    def _set_admission_limits(self) -> None:
+    def _set_admission_limits(self, helper_pids: list[int]) -> None:
         """Size the in-flight budget: from the flags, else from the container's memory
-        limit minus what the process holds now (the initial models are loaded unless
-        --listen_before_models_load)."""
+        limit minus what the process and its decode processes hold now (the initial
+        models are loaded unless --listen_before_models_load)."""
         opts = self.options
+        resident = memory_limit.resident_bytes() + sum(
+            memory_limit.resident_bytes(pid) for pid in helper_pids
+        )
         limits = admission.derive_limits(
             opts.max_inflight_request_bytes,
             opts.max_inflight_requests,
             memory_limit.cgroup_memory_limit(),
-            memory_limit.resident_bytes(),
+            resident,
         )
         self.admission.limits = limits
         if limits.enabled:

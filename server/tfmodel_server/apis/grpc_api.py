@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfmodel_server.apis.grpc_parsing import add_servicer
+from tfmodel_server.apis.grpc_parsing import add_servicer, received_bytes
 from tfmodel_server.apis.metadata import model_metadata_response
 from tfmodel_server.codecs import tensor_proto as tensor_codec
 from tfmodel_server.errors import ServingError, bounded_message
@@ -94,7 +94,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         async def call() -> predict_pb2.PredictResponse:
             ref = model_ref_from_spec(request.model_spec)
             # Large tensors are built (and answers encoded) in the codec pool, off the loop.
-            inputs = await self._pool.run(request.ByteSize(), self._decode_inputs, request)
+            inputs = await self._pool.run(received_bytes(request), self._decode_inputs, request)
             served, outputs = await self._service.predict(
                 ref, request.model_spec.signature_name, inputs, list(request.output_filter)
             )

@@ -15,21 +15,22 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import grpc
+import numpy as np
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from tfmodel_server.apis.metadata import model_metadata_response
+from tfmodel_server.codecs import decode_worker, json_response
 from tfmodel_server.codecs import json_request as json_tensor
-from tfmodel_server.codecs import json_response
 from tfmodel_server.errors import (
     MAX_REST_MESSAGE_BYTES,
     ServingError,
     bounded_message,
     invalid_argument,
 )
-from tfmodel_server.inference.service import InferenceService, ModelRef
+from tfmodel_server.inference.service import InferenceService, ModelRef, signature_input_specs
 from tfmodel_server.model_servers.codec_pool import CodecPool
 from tfmodel_server.model_servers.model_status import (
     model_status_response,
@@ -173,21 +174,12 @@ class RestHandlers:
         pool = self.codec_pool
         size = len(body)
         if api == "predict":
-            doc = await pool.run(size, json_tensor.decode_body, body, True)
             formats: list[json_tensor.JsonFormat] = []
-
-            def build_inputs(signature) -> dict:
-                specs = {a: (t.dtype, t.shape) for a, t in signature.inputs.items()}
-                inputs, fmt = json_tensor.inputs_from_doc(doc, specs, self.service.budget())
-                doc.clear()  # free the parsed JSON (~32 bytes a number) before TF runs
-                formats.append(fmt)
-                return inputs
-
-            async def inputs_for(signature) -> dict:
-                return await pool.run(size, build_inputs, signature)
-
-            signature_name = json_tensor.signature_name_of(doc)
-            _, outputs = await self.service.predict(ref, signature_name, inputs_for)
+            outputs = None
+            if pool.processes is not None and size >= pool.inline_max_bytes:
+                outputs = await self._predict_decoded_apart(ref, body, formats)
+            if outputs is None:
+                outputs = await self._predict_decoded_here(ref, body, formats)
             # JSON text of numbers is a few times their binary size.
             encoded_size = 4 * sum(a.nbytes for a in outputs.values())
             return await pool.run(
@@ -199,6 +191,67 @@ class RestHandlers:
             return json_response.format_classify_response(result)
         _, result = await self.service.regress(ref, parsed.signature_name, parsed.input)
         return json_response.format_regress_response(result)
+
+    async def _predict_decoded_here(
+        self, ref: ModelRef, body: bytes, formats: list[json_tensor.JsonFormat]
+    ) -> dict[str, np.ndarray]:
+        """Decode in this process (on the loop when small, in the codec threads when large)."""
+        pool, size = self.codec_pool, len(body)
+        doc = await pool.run(size, json_tensor.decode_body, body, True)
+
+        def build_inputs(signature) -> dict:
+            specs = signature_input_specs(signature)
+            inputs, fmt = json_tensor.inputs_from_doc(doc, specs, self.service.budget())
+            doc.clear()  # free the parsed JSON (~32 bytes a number) before TF runs
+            formats.append(fmt)
+            return inputs
+
+        async def inputs_for(signature) -> dict:
+            return await pool.run(size, build_inputs, signature)
+
+        signature_name = json_tensor.signature_name_of(doc)
+        _, outputs = await self.service.predict(ref, signature_name, inputs_for)
+        return outputs
+
+    async def _predict_decoded_apart(
+        self, ref: ModelRef, body: bytes, formats: list[json_tensor.JsonFormat]
+    ) -> dict[str, np.ndarray] | None:
+        """Decode in a decode process, then predict; None: decode here instead (no such
+        model yet, a signature the body names is unknown, the process failed), so every
+        error is worded and counted as before."""
+        processes = self.codec_pool.processes
+        assert processes is not None
+        specs = self.service.input_specs(ref)
+        if specs is None:
+            return None
+        limit = self.service.max_request_decoded_bytes
+        answer = await processes.decode_predict(body, specs, limit)
+        if answer is None or answer[0] == decode_worker.FALLBACK:
+            return None
+        if answer[0] == decode_worker.PARSE_ERROR:
+            raise ServingError(grpc.StatusCode[answer[1]], answer[2])
+        signature_name = answer[1]
+        decoded_by = specs[signature_name]
+
+        async def inputs_for(signature) -> dict:
+            if signature_input_specs(signature) != decoded_by:
+                # Another version answers than the one whose specs were used (a label or
+                # split moved meanwhile): decode again for this one.
+                pool, size = self.codec_pool, len(body)
+                doc = await pool.run(size, json_tensor.decode_body, body, True)
+                specs_now = signature_input_specs(signature)
+                inputs, fmt = await pool.run(
+                    size, json_tensor.inputs_from_doc, doc, specs_now, self.service.budget()
+                )
+            elif answer[0] == decode_worker.INPUT_ERROR:
+                raise ServingError(grpc.StatusCode[answer[2]], answer[3])
+            else:
+                inputs, fmt = answer[2], json_tensor.JsonFormat(answer[3])
+            formats.append(fmt)
+            return inputs
+
+        _, outputs = await self.service.predict(ref, signature_name, inputs_for)
+        return outputs
 
     def _status(self, ref: ModelRef) -> dict:
         return status_json(model_status_response(self.service.manager, ref))

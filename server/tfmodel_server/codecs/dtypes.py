@@ -1,32 +1,43 @@
 """The one table of TensorFlow DataTypes: enum values, numpy dtypes and names.
 
-Request decoding, response encoding and signature checks all read it.
+Request decoding, response encoding and signature checks all read it. The enum values
+are written out (they are part of TensorFlow's wire format, types.proto, and never
+change) rather than read from types_pb2: importing any tensorflow.* module imports all of
+TensorFlow, and the REST decode processes (codecs/decode_worker.py) must start without it.
+tests/server/test_dtypes.py checks every value and name against types_pb2.
 """
 
 from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import types_pb2
 
 from tfmodel_server.errors import invalid_argument
 
-DT_FLOAT = types_pb2.DT_FLOAT
-DT_DOUBLE = types_pb2.DT_DOUBLE
-DT_INT32 = types_pb2.DT_INT32
-DT_UINT8 = types_pb2.DT_UINT8
-DT_INT16 = types_pb2.DT_INT16
-DT_INT8 = types_pb2.DT_INT8
-DT_STRING = types_pb2.DT_STRING
-DT_COMPLEX64 = types_pb2.DT_COMPLEX64
-DT_INT64 = types_pb2.DT_INT64
-DT_BOOL = types_pb2.DT_BOOL
-DT_BFLOAT16 = types_pb2.DT_BFLOAT16
-DT_UINT16 = types_pb2.DT_UINT16
-DT_COMPLEX128 = types_pb2.DT_COMPLEX128
-DT_HALF = types_pb2.DT_HALF
-DT_UINT32 = types_pb2.DT_UINT32
-DT_UINT64 = types_pb2.DT_UINT64
+DT_INVALID = 0
+DT_FLOAT = 1
+DT_DOUBLE = 2
+DT_INT32 = 3
+DT_UINT8 = 4
+DT_INT16 = 5
+DT_INT8 = 6
+DT_STRING = 7
+DT_COMPLEX64 = 8
+DT_INT64 = 9
+DT_BOOL = 10
+DT_QINT8 = 11
+DT_QUINT8 = 12
+DT_QINT32 = 13
+DT_BFLOAT16 = 14
+DT_QINT16 = 15
+DT_QUINT16 = 16
+DT_UINT16 = 17
+DT_COMPLEX128 = 18
+DT_HALF = 19
+DT_RESOURCE = 20
+DT_VARIANT = 21
+DT_UINT32 = 22
+DT_UINT64 = 23
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 _OBJECT = np.dtype(object)
@@ -55,7 +66,7 @@ _FROM_NUMPY: dict[np.dtype, int] = {v: k for k, v in NUMPY_DTYPES.items() if k !
 
 # TF's DataTypeString(): the lower-case names used in most TF/TF Serving messages.
 _TF_NAMES: dict[int, str] = {
-    types_pb2.DT_INVALID: "INVALID",
+    DT_INVALID: "INVALID",
     DT_FLOAT: "float",
     DT_DOUBLE: "double",
     DT_INT32: "int32",
@@ -66,19 +77,25 @@ _TF_NAMES: dict[int, str] = {
     DT_COMPLEX64: "complex64",
     DT_INT64: "int64",
     DT_BOOL: "bool",
-    types_pb2.DT_QINT8: "qint8",
-    types_pb2.DT_QUINT8: "quint8",
-    types_pb2.DT_QINT32: "qint32",
+    DT_QINT8: "qint8",
+    DT_QUINT8: "quint8",
+    DT_QINT32: "qint32",
     DT_BFLOAT16: "bfloat16",
-    types_pb2.DT_QINT16: "qint16",
-    types_pb2.DT_QUINT16: "quint16",
+    DT_QINT16: "qint16",
+    DT_QUINT16: "quint16",
     DT_UINT16: "uint16",
     DT_COMPLEX128: "complex128",
     DT_HALF: "half",
-    types_pb2.DT_RESOURCE: "resource",
-    types_pb2.DT_VARIANT: "variant",
+    DT_RESOURCE: "resource",
+    DT_VARIANT: "variant",
     DT_UINT32: "uint32",
     DT_UINT64: "uint64",
+}
+
+_ENUM_NAMES: dict[int, str] = {
+    value: name
+    for name, value in globals().items()
+    if name.startswith("DT_") and type(value) is int
 }
 
 
@@ -106,6 +123,11 @@ def numpy_to_dtype(np_dtype: np.dtype) -> int:
 
 def dtype_name(dtype: int) -> str:
     """Enum name as TF Serving prints it (DataType_Name), e.g. "DT_FLOAT"."""
+    name = _ENUM_NAMES.get(dtype)
+    if name is not None:
+        return name
+    from tensorflow.core.framework import types_pb2  # the rest (_REF types, float8 ...)
+
     try:
         return types_pb2.DataType.Name(dtype)
     except ValueError:

@@ -25,17 +25,19 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 import orjson
-from tensorflow.core.example import example_pb2, feature_pb2
-from tensorflow_serving.apis import input_pb2
 
+if TYPE_CHECKING:
+    from tensorflow.core.example import example_pb2, feature_pb2
+    from tensorflow_serving.apis import input_pb2
+
+from tfmodel_server.codecs import dtypes as dt
 from tfmodel_server.codecs import json_chunks
-from tfmodel_server.codecs import tensor_proto as tc
-from tfmodel_server.codecs.limits import MAX_RANK, DecodeBudget
+from tfmodel_server.codecs.limits import MAX_RANK, DecodeBudget, shape_string
 from tfmodel_server.errors import ServingError, invalid_argument
 
 # input alias -> (DataType enum, shape or None); shape is not needed for parsing.
@@ -64,21 +66,21 @@ _FLT_MAX = float(np.finfo(np.float32).max)
 _MAX_ERROR_VALUE_CHARS = 4096  # TF Serving never truncates (its TODO); we cap huge dumps.
 
 _INT_RANGES: dict[int, tuple[int, int]] = {
-    tc.DT_INT8: (-(2**7), 2**7 - 1),
-    tc.DT_INT16: (-(2**15), 2**15 - 1),
-    tc.DT_INT32: (-(2**31), 2**31 - 1),
-    tc.DT_INT64: (-(2**63), 2**63 - 1),
-    tc.DT_UINT8: (0, 2**8 - 1),
-    tc.DT_UINT16: (0, 2**16 - 1),
-    tc.DT_UINT32: (0, 2**32 - 1),
-    tc.DT_UINT64: (0, 2**64 - 1),
+    dt.DT_INT8: (-(2**7), 2**7 - 1),
+    dt.DT_INT16: (-(2**15), 2**15 - 1),
+    dt.DT_INT32: (-(2**31), 2**31 - 1),
+    dt.DT_INT64: (-(2**63), 2**63 - 1),
+    dt.DT_UINT8: (0, 2**8 - 1),
+    dt.DT_UINT16: (0, 2**16 - 1),
+    dt.DT_UINT32: (0, 2**32 - 1),
+    dt.DT_UINT64: (0, 2**64 - 1),
 }
 # Largest integer each float type holds exactly (IsLosslessDecimal's kMaxInt).
 _FLOAT_MAX_INT: dict[int, int] = {
-    tc.DT_FLOAT: 2**24 - 1,
-    tc.DT_HALF: 2**24 - 1,  # half/bfloat16 are an extension: checked like float
-    tc.DT_BFLOAT16: 2**24 - 1,
-    tc.DT_DOUBLE: 2**53 - 1,
+    dt.DT_FLOAT: 2**24 - 1,
+    dt.DT_HALF: 2**24 - 1,  # half/bfloat16 are an extension: checked like float
+    dt.DT_BFLOAT16: 2**24 - 1,
+    dt.DT_DOUBLE: 2**53 - 1,
 }
 
 
@@ -216,7 +218,7 @@ def json_value_to_string(v: object) -> str:
 def _type_error(v: object, dtype: int) -> ServingError:
     return invalid_argument(
         f"JSON Value: {json_value_to_string(v)} Type: {_json_type_string(v)} "
-        f"is not of expected type: {tc.dtype_string(dtype)}"
+        f"is not of expected type: {dt.dtype_string(dtype)}"
     )
 
 
@@ -362,10 +364,10 @@ def _convert_value(v: JsonValue, dtype: int) -> object:
             raise _type_error(v, dtype)
         if t is int and _is_json_int(v):
             if abs(v) > _FLOAT_MAX_INT[dtype]:
-                raise _lossy_error(v, "double" if dtype == tc.DT_DOUBLE else "float")
+                raise _lossy_error(v, "double" if dtype == dt.DT_DOUBLE else "float")
             return float(v)
         d = _as_double(v)
-        if dtype != tc.DT_DOUBLE and math.isfinite(d) and abs(d) > _FLT_MAX:
+        if dtype != dt.DT_DOUBLE and math.isfinite(d) and abs(d) > _FLT_MAX:
             raise _lossy_error(v, "float")
         return d
     if dtype in _INT_RANGES:
@@ -373,17 +375,17 @@ def _convert_value(v: JsonValue, dtype: int) -> object:
         if t is not int or not lo <= v <= hi:
             raise _type_error(v, dtype)
         return v
-    if dtype == tc.DT_BOOL:
+    if dtype == dt.DT_BOOL:
         if t is not bool:
             raise _type_error(v, dtype)
         return v
-    if dtype == tc.DT_STRING:
+    if dtype == dt.DT_STRING:
         if t is not str:
             raise _type_error(v, dtype)
         return v.encode("utf-8", "surrogatepass")
     raise ServingError(
         grpc.StatusCode.UNIMPLEMENTED,
-        f"Conversion of JSON Value: {json_value_to_string(v)} to type: {tc.dtype_string(dtype)}",
+        f"Conversion of JSON Value: {json_value_to_string(v)} to type: {dt.dtype_string(dtype)}",
     )
 
 
@@ -396,7 +398,7 @@ def _fill(v: object, level: int, dtype: int, shape: list[int], out: list) -> Non
                 f"in the JSON DOM. Expected at level: {rank}"
             )
         if type(v) is dict:
-            if dtype != tc.DT_STRING:
+            if dtype != dt.DT_STRING:
                 raise _type_error(v, dtype)
             out.append(_decode_b64_object(v))
         else:
@@ -414,8 +416,8 @@ def _fill(v: object, level: int, dtype: int, shape: list[int], out: list) -> Non
 
 
 def _values_to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
-    np_dtype = tc.dtype_to_numpy(dtype)
-    if dtype == tc.DT_STRING:
+    np_dtype = dt.dtype_to_numpy(dtype)
+    if dtype == dt.DT_STRING:
         arr = np.empty(len(values), dtype=object)
         arr[:] = values
         return arr.reshape(shape)
@@ -452,8 +454,8 @@ def _payload_len(x: object) -> int:
 def _charge(
     budget: DecodeBudget, shape: list[int], dtype: int, name: str, leaves: Iterable
 ) -> None:
-    np_dtype = tc.dtype_to_numpy(dtype)
-    payload = sum(map(_payload_len, leaves)) if dtype == tc.DT_STRING else 0
+    np_dtype = dt.dtype_to_numpy(dtype)
+    payload = sum(map(_payload_len, leaves)) if dtype == dt.DT_STRING else 0
     budget.charge_tensor(shape, np_dtype, name, payload)
 
 
@@ -485,12 +487,12 @@ def _fast_array(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.nd
     rows = _fast_rows(v, shape)
     if rows is None:
         return None
-    np_dtype = tc.NUMPY_DTYPES.get(dtype)
+    np_dtype = dt.NUMPY_DTYPES.get(dtype)
     if np_dtype is None:
         return None
     _charge(budget, shape, dtype, name, chain.from_iterable(rows))
     if not any(rows):
-        return np.zeros(shape, dtype=np_dtype) if dtype != tc.DT_STRING else np.empty(shape, object)
+        return np.zeros(shape, dtype=np_dtype) if dtype != dt.DT_STRING else np.empty(shape, object)
     types = set(map(type, chain.from_iterable(rows)))
     if dtype in _FLOAT_MAX_INT:
         return _fast_float_array(v, rows, types, dtype, np_dtype)
@@ -502,11 +504,11 @@ def _fast_array(v: object, dtype: int, budget: DecodeBudget, name: str) -> np.nd
             return None
         return np.array(v, dtype=np_dtype)
     leaves = list(chain.from_iterable(rows))
-    if dtype == tc.DT_BOOL:
+    if dtype == dt.DT_BOOL:
         if types != {bool}:
             return None
         return np.array(leaves, dtype=np.bool_).reshape(shape)
-    if dtype == tc.DT_STRING:
+    if dtype == dt.DT_STRING:
         if types == {str}:
             values = [s.encode("utf-8", "surrogatepass") for s in leaves]
         elif types <= {str, dict}:
@@ -542,11 +544,11 @@ def _fast_float_array(
             lo, hi = min(map(min, rows)), max(map(max, rows))
         if lo < -limit or hi > limit:
             return None
-    if dtype not in (tc.DT_FLOAT, tc.DT_DOUBLE):  # no direct Python-float conversion
+    if dtype not in (dt.DT_FLOAT, dt.DT_DOUBLE):  # no direct Python-float conversion
         return np.array(v, dtype=np.float64).astype(np_dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         arr = np.array(v, dtype=np_dtype)
-    if dtype == tc.DT_FLOAT and float in types:
+    if dtype == dt.DT_FLOAT and float in types:
         bad = np.flatnonzero(~np.isfinite(arr))
         width = len(rows[0]) if rows else 1
         for i in bad.tolist():
@@ -588,7 +590,7 @@ def _row_slow(instances: list, specs: InputSpecs, elements_are_objects: bool) ->
             raise invalid_argument(f"Expecting tensor size: {sizes[name]} but got: {size}")
         elif shapes[name] != shape:
             raise invalid_argument(
-                f"Expecting shape {tc.shape_string(shapes[name])} but got: {tc.shape_string(shape)}"
+                f"Expecting shape {shape_string(shapes[name])} but got: {shape_string(shape)}"
             )
 
     for i, elem in enumerate(instances):
@@ -826,6 +828,8 @@ def _feature_from_json(name: str, content: JsonValue, feature: feature_pb2.Featu
 
 
 def _example_from_json(v: object, example: example_pb2.Example) -> None:
+    from tensorflow.core.example import feature_pb2
+
     if type(v) is not dict:
         raise invalid_argument(f"Example must be JSON object but got JSON {_json_type_string(v)}")
     features = example.features.feature
@@ -837,6 +841,10 @@ def _example_from_json(v: object, example: example_pb2.Example) -> None:
 
 def examples_input_from_doc(doc: dict) -> input_pb2.Input:
     """The Input proto of a decoded classify/regress body (FillClassifyRegressRequestFromJson)."""
+    # Imported here: the predict path above must not import TensorFlow (the REST decode
+    # processes run it without TF, codecs/decode_worker.py).
+    from tensorflow_serving.apis import input_pb2
+
     result = input_pb2.Input()
     has_context = "context" in doc
     if has_context:

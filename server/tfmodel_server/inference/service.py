@@ -21,16 +21,21 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tfmodel_server.codecs.json_request import InputSpecs
 from tfmodel_server.codecs.limits import DEFAULT_MAX_REQUEST_DECODED_BYTES, DecodeBudget
 from tfmodel_server.core.manager import ServableManager
-from tfmodel_server.errors import invalid_argument
+from tfmodel_server.errors import ServingError, invalid_argument
 from tfmodel_server.inference import request_logging
 from tfmodel_server.inference.request_logging import RequestLogger, Spec
 from tfmodel_server.inference.runner import InferenceRunner
 from tfmodel_server.inference.shadow import CanaryCall, Outputs, ShadowTraffic, signature_call
 from tfmodel_server.monitoring.request_context import note_runtime, note_served
 from tfmodel_server.servables.tensorflow import classify_regress
-from tfmodel_server.servables.tensorflow.servable import Servable, Signature
+from tfmodel_server.servables.tensorflow.servable import (
+    DEFAULT_SIGNATURE_KEY,
+    Servable,
+    Signature,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,20 @@ class InferenceService:
     def budget(self) -> DecodeBudget:
         """A fresh --max_request_decoded_bytes budget for one request's decoding."""
         return DecodeBudget(self.max_request_decoded_bytes)
+
+    def input_specs(self, ref: ModelRef) -> dict[str, InputSpecs] | None:
+        """Each signature's input specs in the version `ref` names now ("" for the default
+        one), so that a REST body can be decoded before predict() resolves `ref` again;
+        None when there is no such model or version (predict() words that error)."""
+        try:
+            with self.manager.get_handle(ref.name, ref.version, ref.label) as handle:
+                signatures = handle.servable.signatures
+        except ServingError:
+            return None
+        specs = {key: signature_input_specs(sig) for key, sig in signatures.items()}
+        if DEFAULT_SIGNATURE_KEY in specs:
+            specs[""] = specs[DEFAULT_SIGNATURE_KEY]
+        return specs
 
     async def predict(
         self,
@@ -268,6 +287,11 @@ def model_ref_from_spec(spec) -> ModelRef:  # spec: model_pb2.ModelSpec
     if choice == "version_label":
         return ModelRef(spec.name, label=spec.version_label)
     return ModelRef(spec.name)
+
+
+def signature_input_specs(signature: Signature) -> InputSpecs:
+    """alias -> (DataType, shape): what the REST decoders build a signature's inputs by."""
+    return {alias: (info.dtype, info.shape) for alias, info in signature.inputs.items()}
 
 
 def _served(servable: Servable, signature: Signature) -> Served:

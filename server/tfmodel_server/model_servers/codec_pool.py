@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from tfmodel_server.model_servers.decode_processes import DecodeProcesses
 from tfmodel_server.model_servers.memory_limit import usable_cores
 
 T = TypeVar("T")
@@ -28,11 +29,18 @@ INLINE_MAX_BYTES = 64 * 1024
 
 
 class CodecPool:
-    """A thread pool sized to the cores for decode/encode of large payloads."""
+    """A thread pool sized to the cores for decode/encode of large payloads, and the REST
+    decode processes (large predict bodies; None: decoded in the threads)."""
 
-    def __init__(self, threads: int = 0, inline_max_bytes: int = INLINE_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        threads: int = 0,
+        inline_max_bytes: int = INLINE_MAX_BYTES,
+        processes: DecodeProcesses | None = None,
+    ) -> None:
         self.threads = threads or usable_cores()
         self.inline_max_bytes = inline_max_bytes
+        self.processes = processes
         self._pool: ThreadPoolExecutor | None = None
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -48,6 +56,8 @@ class CodecPool:
         return await loop.run_in_executor(self._executor(), fn, *args)
 
     def close(self) -> None:
+        if self.processes is not None:
+            self.processes.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
