@@ -112,11 +112,14 @@ def limited(tmp_path_factory: pytest.TempPathFactory):
 def test_burst_of_three_times_the_memory_limit(limited):
     server, cgroup = limited
     assert "admission control: in-flight prediction requests up to" in server.log()
-    rest_body, grpc_raw = _rest_body(2000), _grpc_request(4000)
+    # 1700 rows (25.7 MB): under the derived budget (about 28 MB here once the REST decode
+    # processes' own memory is counted), so REST requests are admitted or refused (429),
+    # never too large for the server (413).
+    rest_body, grpc_raw = _rest_body(1700), _grpc_request(4000)
     # gRPC messages are received whole by grpc core before any Python code (or the budget)
     # sees them, so concurrent gRPC calls x message size is outside the budget's reach
     # (docs/overload.md); the burst's bulk is REST, which is refused before its body is read.
-    n_rest, n_grpc = 78, 8
+    n_rest, n_grpc = 92, 8
     total = n_rest * len(rest_body) + n_grpc * len(grpc_raw)
     assert total >= 3 * LIMIT, f"burst of {total / MiB:.0f} MiB"
     url = f"{server.rest}/v1/models/image:predict"
@@ -133,7 +136,7 @@ def test_burst_of_three_times_the_memory_limit(limited):
             assert "--max_inflight_request_bytes" in r.json()["error"]
             return "refused"
         assert r.status_code == 200, r.text[:500]
-        assert len(r.json()["predictions"]) == 2000
+        assert len(r.json()["predictions"]) == 1700
         return "ok"
 
     def grpc_call(_: int) -> str:
