@@ -66,6 +66,7 @@ SERVER_FLAGS: dict[str, str] = {
     "rest_api_num_threads": "int",
     "rest_api_port": "int",
     "rest_api_timeout_in_ms": "int",
+    "rest_decode_processes": "int",
     "s3_addressing_style": "choice:auto|path|virtual",
     "saved_model_tags": "str",
     "shadow_max_concurrent": "int",

@@ -17,11 +17,12 @@ travel out of band, uncopied: see write_message / read_message.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tfmodel_server.codecs import json_request
@@ -100,7 +101,18 @@ def decode_predict(body: bytes, specs_by_signature: SpecsBySignature, max_bytes:
     return (OK, signature_name, inputs, fmt.value)
 
 
+def _release_freed_memory() -> Callable[[], object]:
+    """glibc's malloc_trim: a decode's freed heap goes back to the kernel instead of
+    staying charged to the pod (measured: 39-84 MB kept after a 28 MB body, 26 MB idle)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return lambda: None
+
+
 def _serve(rfd: int, wfd: int) -> None:
+    trim = _release_freed_memory()
     write_message(wfd, (READY, os.getpid()))
     while True:
         try:
@@ -113,6 +125,7 @@ def _serve(rfd: int, wfd: int) -> None:
         del body
         write_message(wfd, answer)
         del answer
+        trim()
 
 
 def main(argv: list[str]) -> None:
