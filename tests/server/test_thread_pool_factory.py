@@ -99,7 +99,12 @@ def _request_work(server: ServerProcess, requests: int = 40) -> collections.Coun
 @pytest.mark.parametrize("factory", [False, True])
 def test_request_runs_use_the_factorys_pool(tmp_path, heavy_model, factory):
     session = tmp_path / "session.pbtxt"
-    session.write_text("session_inter_op_thread_pool { num_threads: 1 }\n")
+    # One intra-op thread: each op's kernel then runs on the inter-op thread that runs the
+    # op, so its CPU shows on that pool's named threads. With more, the matmuls ran on
+    # unnamed ("python") intra-op threads on an AMD EPYC machine and neither pool showed it.
+    session.write_text(
+        "intra_op_parallelism_threads: 1\nsession_inter_op_thread_pool { num_threads: 1 }\n"
+    )
     args = [
         f"--model_base_path={heavy_model}",
         "--model_name=heavy",
