@@ -16,6 +16,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +122,9 @@ def test_readme_bucket_commands_serve_version_1(seaweed: SeaweedS3, tmp_path: Pa
     readme_vars = {"AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     env = {k: v for k, v in seaweed.env().items() if k not in readme_vars}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # As in the README, the installed package's commands (tfmodel-server, aws) are on PATH:
+    # this venv's bin first (make test runs .venv/bin/pytest without activating it).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
 
     uploaded = bash(exports + upload, env)
     assert uploaded.returncode == 0, uploaded.stdout
@@ -149,12 +153,18 @@ def test_readme_bucket_commands_serve_version_1(seaweed: SeaweedS3, tmp_path: Pa
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"] == [2.5]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is not None:  # exited (its failure is the test's message)
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
 
 
 def wait_available(
