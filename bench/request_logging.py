@@ -56,6 +56,14 @@ def free_port() -> int:
 def start(work: Path, name: str, logging: str) -> tuple[subprocess.Popen, int]:
     config = work / f"{name}.config"
     config.write_text(CONFIG.format(base=work / "model", logging=logging))
+    flags = [f"--model_config_file={config}", f"--request_log_dir={work / 'logs'}"]
+    proc, grpc_port, _ = start_server(work, name, flags)
+    return proc, grpc_port
+
+
+def start_server(work: Path, name: str, flags: list[str]) -> tuple[subprocess.Popen, int, int]:
+    """`tfmodel_server` on free ports with `flags`, its log in work/NAME.log, once ready:
+    (process, gRPC port, REST port)."""
     grpc_port, rest_port = free_port(), free_port()
     log = open(work / f"{name}.log", "wb")
     proc = subprocess.Popen(
@@ -65,8 +73,7 @@ def start(work: Path, name: str, logging: str) -> tuple[subprocess.Popen, int]:
             "tfmodel_server",
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
-            f"--model_config_file={config}",
-            f"--request_log_dir={work / 'logs'}",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -76,7 +83,7 @@ def start(work: Path, name: str, logging: str) -> tuple[subprocess.Popen, int]:
     while time.monotonic() < deadline:
         try:
             if requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=2).ok:
-                return proc, grpc_port
+                return proc, grpc_port, rest_port
         except requests.RequestException:
             pass
         if proc.poll() is not None:

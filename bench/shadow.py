@@ -20,15 +20,13 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.request_logging import REPO, export_model, free_port, load
+from bench.request_logging import export_model, load, start_server
 
 METRICS = "/monitoring/prometheus/metrics"
 CONFIG = """model_config_list {{ config {{
@@ -49,35 +47,13 @@ def start(work: Path, name: str, logging: str, shadow: float) -> tuple[subproces
     (work / "monitoring.config").write_text(
         f'prometheus_config {{ enable: true path: "{METRICS}" }}\n'
     )
-    grpc_port, rest_port = free_port(), free_port()
-    log = open(work / f"{name}.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tfmodel_server",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--model_config_file={config}",
-            f"--traffic_split_file={split}",
-            f"--monitoring_config_file={work / 'monitoring.config'}",
-            f"--request_log_dir={work / 'logs' / name}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=2).ok:
-                return proc, grpc_port, rest_port
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"server {name} exited; see {work / (name + '.log')}")
-        time.sleep(0.2)
-    raise SystemExit(f"server {name} not ready")
+    flags = [
+        f"--model_config_file={config}",
+        f"--traffic_split_file={split}",
+        f"--monitoring_config_file={work / 'monitoring.config'}",
+        f"--request_log_dir={work / 'logs' / name}",
+    ]
+    return start_server(work, name, flags)
 
 
 def cpu_seconds(pid: int) -> float:
