@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from tfmodel_devcluster.cluster import Cluster, ClusterError, start
+from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,3 +31,11 @@ def cluster() -> Iterator[Cluster]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster) -> Iterator[None]:
+    """The operator's helm release for one test module (the demo's install, status every 2 s)."""
+    install_operator(cluster)
+    yield
+    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", check=False)

@@ -11,18 +11,15 @@ One TFModel ("canary", model lin) with an automated rollout, walked through in f
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tfmodel_devcluster.cluster import Cluster
-from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
+from tfmodel_devcluster.demo.steps import wait_until
 
+from tests.cluster import tfmodels
 from tests.server.savedmodels import export_faulty, export_linear
 
 pytestmark = pytest.mark.cluster
@@ -79,54 +76,11 @@ print(json.dumps({"ok": ok, "failed": failed, "errors": errors, "malformed": mal
 """
 
 
-class Client:
+class Client(tfmodels.LoopingClient):
     """CLIENT running in the node's network namespace until finish()."""
 
     def __init__(self, cluster: Cluster, host: str, every: int) -> None:
-        token = secrets.token_hex(4)
-        self.stop = cluster.data_dir / f"canary-stop-{token}"
-        self.out = (cluster.data_dir / f"canary-client-{token}.json").open("w+")
-        self.proc = subprocess.Popen(
-            cluster.in_netns([sys.executable, "-c", CLIENT, host, str(self.stop), str(every)]),
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        ready = Path(f"{self.stop}.ready")
-        wait_until("the client's first answer", lambda: ready.exists() or self._died(), 120, 0.5)
-        assert ready.exists(), self._text()
-
-    def _died(self) -> bool:
-        return self.proc.poll() is not None
-
-    def _text(self) -> str:
-        self.out.seek(0)
-        return self.out.read()
-
-    def finish(self) -> dict[str, Any]:
-        self.stop.touch()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        text = self._text()
-        self.out.close()
-        return dict(json.loads(text.strip().splitlines()[-1]))
-
-
-def _world_readable(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o755)
-        for f in filenames:
-            os.chmod(os.path.join(dirpath, f), 0o644)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[None]:
-    install_operator(cluster)  # the demo's helm install (status every 2 s)
-    yield
-    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", check=False)
+        super().__init__(cluster, CLIENT, "canary", host, str(every))
 
 
 @pytest.fixture(scope="module")
@@ -135,52 +89,35 @@ def tfmodel(cluster: Cluster, operator: None) -> Iterator[dict[str, Any]]:
     for version, (a, b) in LIN.items():
         export_linear(root / "lin", version, a=a, b=b)
     export_faulty(root / "lin", 3)
-    _world_readable(root)
+    tfmodels.world_readable(root)
     namespace = f"canary-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", namespace)
-    manifest = {
-        "apiVersion": "serving.tfmodel.io/v1alpha1",
-        "kind": "TFModel",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "image": cluster.images["server"],
-            "imagePullPolicy": "Never",
-            "replicas": 2,
-            "pollIntervalSeconds": 2,
-            "models": [
-                {
-                    "name": "lin",
-                    "basePath": "/models/lin",
-                    "versionPolicy": {"specific": {"versions": [1, 2, 3, 4]}},
-                    "versionLabels": {"stable": 1},
-                    "rollout": ROLLOUT,
-                }
-            ],
-            "storage": {"hostPath": {"path": str(root), "type": "Directory"}},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "2Gi"},
-            },
-        },
-    }
+    manifest = tfmodels.manifest(
+        cluster,
+        NAME,
+        namespace,
+        2,
+        [
+            {
+                "name": "lin",
+                "basePath": "/models/lin",
+                "versionPolicy": {"specific": {"versions": [1, 2, 3, 4]}},
+                "versionLabels": {"stable": 1},
+                "rollout": ROLLOUT,
+            }
+        ],
+        storage={"hostPath": {"path": str(root), "type": "Directory"}},
+    )
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
-    def ready() -> bool:
-        status = cluster.get("tfm", NAME, "-n", namespace).get("status") or {}
-        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
-        return conditions.get("Ready") == "True" and rollout(cluster, namespace).get("phase") == (
-            "Stable"
-        )
-
-    wait_until("TFModel canary Ready, its rollout Stable", ready, 420, 2)
+    tfmodels.wait_ready(cluster, NAME, namespace, stable_rollout=True)
     ip = cluster.get("service", NAME, "-n", namespace)["spec"]["clusterIP"]
     yield {"namespace": namespace, "ip": ip}
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def rollout(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    status = cluster.get("tfm", NAME, "-n", namespace).get("status") or {}
-    return dict(next(iter(status.get("rollouts") or []), {}))
+    return tfmodels.rollout(cluster, NAME, namespace)
 
 
 def move_stable(cluster: Cluster, namespace: str, version: int) -> None:

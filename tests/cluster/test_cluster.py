@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from tfmodel_devcluster.cluster import Cluster
 from tfmodel_devcluster.demo import steps
-from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
+from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, wait_until
 
+from tests.cluster import tfmodels
 from tests.server.savedmodels import export_linear
 
 pytestmark = pytest.mark.cluster
@@ -42,11 +43,10 @@ def wait_for(what: str, probe, timeout: float = 180, interval: float = 1.0):
 
 # --- shared state ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def release(cluster: Cluster) -> Iterator[dict]:
-    install_operator(cluster)  # the demo's helm install, so both walk the same path
+def release(cluster: Cluster, operator: None) -> dict:
+    """The operator's release (conftest: the demo's helm install, so both walk the same path)."""
     repo, tag = cluster.images["operator"].rsplit(":", 1)
-    yield {"repo": repo, "tag": tag}
-    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", check=False)
+    return {"repo": repo, "tag": tag}
 
 
 @pytest.fixture(scope="module")
@@ -55,43 +55,22 @@ def models_root(cluster: Cluster) -> Path:
     for version, (a, b) in LIN.items():
         export_linear(root / "lin", version, a=a, b=b)
     export_linear(root / "ranker", 1, a=RANKER[1][0], b=RANKER[1][1])
-    _world_readable(root)
+    tfmodels.world_readable(root)
     return root
 
 
-def _world_readable(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o755)
-        for f in filenames:
-            os.chmod(os.path.join(dirpath, f), 0o644)
-
-
 def tfmodel_manifest(cluster: Cluster, namespace: str, models_root: Path) -> dict:
-    return {
-        "apiVersion": "serving.tfmodel.io/v1alpha1",
-        "kind": "TFModel",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "image": cluster.images["server"],
-            "imagePullPolicy": "Never",
-            "replicas": 1,
-            "pollIntervalSeconds": 2,
-            "models": [
-                {
-                    "name": "lin",
-                    "basePath": "/models/lin",
-                    "versionPolicy": {"specific": {"versions": [1, 2]}},
-                    "versionLabels": {"stable": 1, "canary": 2},
-                },
-                {"name": "ranker", "basePath": "/models/ranker", "versionPolicy": {"latest": {}}},
-            ],
-            "storage": {"hostPath": {"path": str(models_root), "type": "Directory"}},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "2Gi"},
-            },
+    models = [
+        {
+            "name": "lin",
+            "basePath": "/models/lin",
+            "versionPolicy": {"specific": {"versions": [1, 2]}},
+            "versionLabels": {"stable": 1, "canary": 2},
         },
-    }
+        {"name": "ranker", "basePath": "/models/ranker", "versionPolicy": {"latest": {}}},
+    ]
+    storage = {"hostPath": {"path": str(models_root), "type": "Directory"}}
+    return tfmodels.manifest(cluster, NAME, namespace, 1, models, storage=storage)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +246,7 @@ def test_new_version_dir_served_by_every_pod(cluster: Cluster, fleet: dict, mode
         time.sleep(2)
         staging = models_root / ".staging-ranker-2"
         export_linear(staging, 2, a=RANKER[2][0], b=RANKER[2][1])
-        _world_readable(staging)
+        tfmodels.world_readable(staging)
         os.rename(staging / "2", models_root / "ranker" / "2")  # appears atomically
 
         def every_pod_serves_v2() -> bool:

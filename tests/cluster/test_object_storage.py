@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from tfmodel_devcluster.cluster import Cluster
 from tfmodel_devcluster.demo import steps
-from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
+from tfmodel_devcluster.demo.steps import wait_until
 from tfmodel_devcluster.objectstore import ObjectStore
 
+from tests.cluster import tfmodels
 from tests.server.savedmodels import export_linear
 
 pytestmark = pytest.mark.cluster
@@ -68,13 +69,6 @@ def upload_version(store: ObjectStore, bucket: str, version: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[None]:
-    install_operator(cluster)
-    yield
-    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", check=False)
-
-
-@pytest.fixture(scope="module")
 def bucket_model(cluster: Cluster, operator: None) -> Iterator[dict[str, Any]]:
     store = cluster.object_store()
     bucket = f"models-{secrets.token_hex(3)}"
@@ -84,41 +78,32 @@ def bucket_model(cluster: Cluster, operator: None) -> Iterator[dict[str, Any]]:
     cluster.kubectl("create", "namespace", namespace)
     literals = [f"--from-literal={k}={v}" for k, v in store.secret_data().items()]
     cluster.kubectl("create", "secret", "generic", SECRET, "-n", namespace, *literals)
-    manifest = {
-        "apiVersion": "serving.tfmodel.io/v1alpha1",
-        "kind": "TFModel",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "image": cluster.images["server"],
-            "imagePullPolicy": "Never",
-            "replicas": 2,
-            "pollIntervalSeconds": 2,
-            "fileSystemPollWaitSeconds": 2,
-            "models": [
-                {
-                    "name": "lin",
-                    "storage": {
-                        "s3": {
-                            "endpoint": store.pod_endpoint,
-                            "bucket": bucket,
-                            "prefix": "lin",
-                            "region": store.region,
-                            "addressingStyle": "path",
-                            "secretRef": {"name": SECRET},
-                        }
-                    },
-                    "versionPolicy": {"latest": {"numVersions": 2}},
-                    "versionLabels": {"stable": 1},
-                    "rollout": ROLLOUT,
-                }
-            ],
-            "modelCache": {"sizeLimit": "1Gi"},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "2Gi"},
-            },
-        },
-    }
+    manifest = tfmodels.manifest(
+        cluster,
+        NAME,
+        namespace,
+        2,
+        [
+            {
+                "name": "lin",
+                "storage": {
+                    "s3": {
+                        "endpoint": store.pod_endpoint,
+                        "bucket": bucket,
+                        "prefix": "lin",
+                        "region": store.region,
+                        "addressingStyle": "path",
+                        "secretRef": {"name": SECRET},
+                    }
+                },
+                "versionPolicy": {"latest": {"numVersions": 2}},
+                "versionLabels": {"stable": 1},
+                "rollout": ROLLOUT,
+            }
+        ],
+        fileSystemPollWaitSeconds=2,
+        modelCache={"sizeLimit": "1Gi"},
+    )
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     yield {"namespace": namespace, "store": store, "bucket": bucket, "sizes": sizes}
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

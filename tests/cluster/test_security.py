@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 from tfmodel_devcluster.cluster import Cluster
-from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
+from tfmodel_devcluster.demo.steps import wait_until
 
+from tests.cluster import tfmodels
 from tests.server.savedmodels import export_linear
 
 x509 = pytest.importorskip("cryptography.x509")
@@ -251,13 +252,6 @@ class Secure:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[None]:
-    install_operator(cluster)  # the demo's helm install (status every 2 s)
-    yield
-    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", check=False)
-
-
-@pytest.fixture(scope="module")
 def secure(cluster: Cluster, operator: None) -> Iterator[Secure]:
     root = cluster.data_dir / "secure-models"
     for version, (a, b) in LIN.items():
@@ -277,62 +271,48 @@ def secure(cluster: Cluster, operator: None) -> Iterator[Secure]:
                                  "kubernetes.io/tls"))  # fmt: skip
     cluster.kubectl("apply", "-f", "-",
                     input=secret(namespace, "tokens", {"tokens": b"first-token\n"}))  # fmt: skip
-    manifest = {
-        "apiVersion": "serving.tfmodel.io/v1alpha1",
-        "kind": "TFModel",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "image": cluster.images["server"],
-            "imagePullPolicy": "Never",
-            "replicas": 1,
-            "pollIntervalSeconds": 2,
-            "models": [
-                {
-                    "name": "lin",
-                    "basePath": "/models/lin",
-                    "versionPolicy": {"specific": {"versions": [1, 2]}},
-                    "versionLabels": {"stable": 1},
-                    "rollout": {
-                        "steps": [{"trafficPercent": 50, "pauseSeconds": 5}],
-                        "analysis": {"minRequests": MIN_REQUESTS},
-                    },
-                }
-            ],
-            "storage": {"hostPath": {"path": str(root), "type": "Directory"}},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "2Gi"},
-            },
-            "security": {
-                "tls": {
-                    "secretName": "server-tls",
-                    "clientVerify": True,
-                    "probeClientSecretName": "operator-client",
+    manifest = tfmodels.manifest(
+        cluster,
+        NAME,
+        namespace,
+        1,
+        [
+            {
+                "name": "lin",
+                "basePath": "/models/lin",
+                "versionPolicy": {"specific": {"versions": [1, 2]}},
+                "versionLabels": {"stable": 1},
+                "rollout": {
+                    "steps": [{"trafficPercent": 50, "pauseSeconds": 5}],
+                    "analysis": {"minRequests": MIN_REQUESTS},
                 },
-                "tokenSecret": {"name": "tokens"},
+            }
+        ],
+        storage={"hostPath": {"path": str(root), "type": "Directory"}},
+        security={
+            "tls": {
+                "secretName": "server-tls",
+                "clientVerify": True,
+                "probeClientSecretName": "operator-client",
             },
-            "serviceAccountName": "inference",
-            "podLabels": {"team": "ml"},
-            "podAnnotations": {"example.com/owner": "ml-platform"},
-            "env": [{"name": "TFMODEL_TEST_ENV", "value": "on"}],
-            "topologySpreadConstraints": [
-                {
-                    "maxSkew": 1,
-                    "topologyKey": "kubernetes.io/hostname",
-                    "whenUnsatisfiable": "ScheduleAnyway",
-                }
-            ],
-            "extraArgs": ["--enable_grpc_healthcheck_service", "--rest_api_timeout_in_ms=20000"],
+            "tokenSecret": {"name": "tokens"},
         },
-    }
+        serviceAccountName="inference",
+        podLabels={"team": "ml"},
+        podAnnotations={"example.com/owner": "ml-platform"},
+        env=[{"name": "TFMODEL_TEST_ENV", "value": "on"}],
+        topologySpreadConstraints=[
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+            }
+        ],
+        extraArgs=["--enable_grpc_healthcheck_service", "--rest_api_timeout_in_ms=20000"],
+    )
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
-    def ready() -> bool:
-        status = cluster.get("tfm", NAME, "-n", namespace).get("status") or {}
-        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
-        return conditions.get("Ready") == "True"
-
-    wait_until("TFModel secure Ready", ready, 420, 2)
+    tfmodels.wait_ready(cluster, NAME, namespace)
     ip = cluster.get("service", NAME, "-n", namespace)["spec"]["clusterIP"]
     yield Secure(cluster, namespace, pki, ip)
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tfmodel_devcluster.cluster import Cluster
-from tfmodel_devcluster.demo.steps import OPERATOR_NS, RELEASE, install_operator, wait_until
+from tfmodel_devcluster.demo.steps import wait_until
 
-from tests.cluster.test_canary import _world_readable
+from tests.cluster import tfmodels
 from tests.server.savedmodels import export_linear
 
 pytestmark = pytest.mark.cluster
@@ -77,102 +74,51 @@ print(json.dumps({"ok": ok, "failed": failed, "errors": errors, "answers": answe
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[None]:
-    install_operator(cluster)
-    yield
-    cluster.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", check=False)
-
-
-@pytest.fixture(scope="module")
 def tfmodel(cluster: Cluster, operator: None) -> Iterator[dict[str, Any]]:
     root = cluster.data_dir / "shadow-models"
     export_linear(root / "lin", 1, a=1.0, b=0.5)
     export_linear(root / "lin", 2, a=-1.0, b=-0.5)  # answers otherwise
-    _world_readable(root)
+    tfmodels.world_readable(root)
     logs = cluster.data_dir / f"shadow-logs-{secrets.token_hex(3)}"
     logs.mkdir()
     logs.chmod(0o777)  # the server runs as a non-root user; a hostPath keeps the host's modes
     namespace = f"shadow-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", namespace)
-    manifest = {
-        "apiVersion": "serving.tfmodel.io/v1alpha1",
-        "kind": "TFModel",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "image": cluster.images["server"],
-            "imagePullPolicy": "Never",
-            "replicas": 2,
-            "pollIntervalSeconds": 2,
-            "models": [
-                {
-                    "name": "lin",
-                    "basePath": "/models/lin",
-                    "versionPolicy": {"specific": {"versions": [1, 2]}},
-                    "versionLabels": {"stable": 1},
-                    "rollout": ROLLOUT,
-                    "requestLogging": {"samplingRate": 1.0},
-                }
-            ],
-            "storage": {"hostPath": {"path": str(root), "type": "Directory"}},
-            "requestLogging": {"hostPath": {"path": str(logs), "type": "Directory"}},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "2Gi"},
-            },
-        },
-    }
+    manifest = tfmodels.manifest(
+        cluster,
+        NAME,
+        namespace,
+        2,
+        [
+            {
+                "name": "lin",
+                "basePath": "/models/lin",
+                "versionPolicy": {"specific": {"versions": [1, 2]}},
+                "versionLabels": {"stable": 1},
+                "rollout": ROLLOUT,
+                "requestLogging": {"samplingRate": 1.0},
+            }
+        ],
+        storage={"hostPath": {"path": str(root), "type": "Directory"}},
+        requestLogging={"hostPath": {"path": str(logs), "type": "Directory"}},
+    )
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
-    def ready() -> bool:
-        status = cluster.get("tfm", NAME, "-n", namespace).get("status") or {}
-        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
-        return conditions.get("Ready") == "True" and rollout(cluster, namespace).get("phase") == (
-            "Stable"
-        )
-
-    wait_until("TFModel shadow Ready, its rollout Stable", ready, 420, 2)
+    tfmodels.wait_ready(cluster, NAME, namespace, stable_rollout=True)
     ip = cluster.get("service", NAME, "-n", namespace)["spec"]["clusterIP"]
     yield {"namespace": namespace, "ip": ip, "logs": logs}
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def rollout(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    status = cluster.get("tfm", NAME, "-n", namespace).get("status") or {}
-    return dict(next(iter(status.get("rollouts") or []), {}))
+    return tfmodels.rollout(cluster, NAME, namespace)
 
 
-class Client:
+class Client(tfmodels.LoopingClient):
     """CLIENT in the node's network namespace until finish()."""
 
     def __init__(self, cluster: Cluster, host: str) -> None:
-        token = secrets.token_hex(4)
-        self.stop = cluster.data_dir / f"shadow-stop-{token}"
-        self.out = (cluster.data_dir / f"shadow-client-{token}.json").open("w+")
-        self.proc = subprocess.Popen(
-            cluster.in_netns([sys.executable, "-c", CLIENT, host, str(self.stop)]),
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        ready = Path(f"{self.stop}.ready")
-        died = lambda: self.proc.poll() is not None  # noqa: E731
-        wait_until("the client's first answer", lambda: ready.exists() or died(), 120, 0.5)
-        assert ready.exists(), self._text()
-
-    def _text(self) -> str:
-        self.out.seek(0)
-        return self.out.read()
-
-    def finish(self) -> dict[str, Any]:
-        self.stop.touch()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        text = self._text()
-        self.out.close()
-        return dict(json.loads(text.strip().splitlines()[-1]))
+        super().__init__(cluster, CLIENT, "shadow", host)
 
 
 def test_a_disagreeing_canary_is_rolled_back_in_the_shadow_step(cluster: Cluster, tfmodel):
