@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -148,6 +149,40 @@ def test_a_dead_process_is_replaced_and_costs_at_most_a_fallback(processes) -> N
 
     results = asyncio.run(killed_mid_request())
     assert sorted(r is None for r in results) == [False, True], results
+
+
+def test_a_request_that_gives_up_frees_its_process() -> None:
+    """A deadline cancels the request: its process is killed and replaced, not left busy."""
+    processes = DecodeProcesses(1)
+    try:
+        _give_up_on(processes)
+    finally:
+        processes.close()
+
+
+def _give_up_on(processes: DecodeProcesses) -> None:
+    pid = processes.wait_ready()[0]
+    body = json.dumps({"instances": [{"a": [i, 1], "b": i, "s": "x"} for i in range(200000)]})
+
+    async def give_up():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(processes.decode_predict(body.encode(), SPECS, LIMIT), 0.05)
+
+    asyncio.run(give_up())
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+        assert time.monotonic() < deadline, "the process is still decoding"
+        time.sleep(0.05)
+    answer = _decode(processes, json.dumps(BODIES["columnar"]).encode())
+    assert answer is not None and answer[0] == decode_worker.OK
+    assert pid not in processes.wait_ready()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 # -- real servers, with and without decode processes --------------------------------

@@ -135,6 +135,13 @@ class DecodeProcesses:
         done.add_done_callback(lambda _: self._give_back(loop, process))
         try:
             return await asyncio.wrap_future(done)
+        except asyncio.CancelledError:
+            # The request gave up (its deadline): the process may go on decoding something
+            # huge or pathological for long; killed, it is replaced at once instead of
+            # holding a process and a thread until it finishes.
+            if not done.done():
+                process.process.kill()
+            raise
         except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
             log.warning("REST decode process %d failed (%s: %s); decoding in the server",
                         process.process.pid, type(e).__name__, e)  # fmt: skip
