@@ -46,7 +46,8 @@ def test_the_dtype_table_is_tensorflows() -> None:
 
 def _decode(processes: DecodeProcesses, body: bytes, specs=SPECS) -> tuple | None:
     async def go():
-        return await processes.decode_predict(body, specs, LIMIT)
+        # Bounded: a process that is never handed back fails the test instead of hanging it.
+        return await asyncio.wait_for(processes.decode_predict(body, specs, LIMIT), 120)
 
     return asyncio.run(go())
 

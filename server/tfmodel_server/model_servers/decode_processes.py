@@ -86,7 +86,7 @@ class DecodeProcesses:
         self.count = count
         self.nice = nice
         self._idle: list[_Process] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] = []  # requests waiting for a process
         self._started = 0
         self._threads: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -126,13 +126,12 @@ class DecodeProcesses:
             return None
         self.start()
         process = await self._take()
-        loop = asyncio.get_running_loop()
         assert self._threads is not None
         message = (pickle.PickleBuffer(body), specs, max_bytes)
         done: Future[tuple] = self._threads.submit(process.call, message)
         # The process is free again once its thread is done, not when this coroutine is
         # (a request that timed out is cancelled here while its process still answers).
-        done.add_done_callback(lambda _: self._give_back(loop, process))
+        done.add_done_callback(lambda _: self._give_back(process))
         try:
             return await asyncio.wrap_future(done)
         except asyncio.CancelledError:
@@ -149,26 +148,26 @@ class DecodeProcesses:
 
     async def _take(self) -> _Process:
         while True:
-            with self._lock:
+            waiter = asyncio.get_running_loop().create_future()
+            with self._lock:  # checked and registered at once: no give-back slips between
                 process = self._idle.pop() if self._idle else None
+                if process is None:
+                    self._waiters.append(waiter)
             if process is not None:
                 if process.process.poll() is None:
                     return process
                 process.close()  # died while idle (OOM killer, kill -9): replace it now
                 return _Process(self.nice)
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
             try:
                 await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # woken, then cancelled: pass the wakeup on
-                raise
             finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
 
-    def _give_back(self, loop: asyncio.AbstractEventLoop, process: _Process) -> None:
+    def _give_back(self, process: _Process) -> None:
+        """In the thread that used `process`: back to the idle list, and every waiting
+        request is woken (on its own loop) to try again."""
         if process.broken:
             process.close()
             process = _Process(self.nice)  # a fresh one takes its place
@@ -177,17 +176,12 @@ class DecodeProcesses:
                 process.close()
                 return
             self._idle.append(process)
-        try:
-            loop.call_soon_threadsafe(self._wake_one)
-        except RuntimeError:  # the loop is closed: the server is stopping
-            pass
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            try:
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # its loop is closed
+                pass
 
     def close(self) -> None:
         with self._lock:
@@ -197,6 +191,11 @@ class DecodeProcesses:
             process.close()
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _replace(process: _Process, nice: int) -> _Process:
