@@ -239,4 +239,12 @@ def test_canary_rollout_to_the_uploaded_version(cluster: Cluster, bucket_model: 
     assert result["failed"] == 0, result["errors"]
     outputs = {tuple(approx(s[3])) for s in result["seen"]}
     assert {tuple(expect(1)), tuple(expect(2))} <= outputs, result["seen"]
-    assert all(serves(cluster, service_ip(cluster, ns), 2, "stable") for _ in range(3))
+    # Promoted is written once the ConfigMap names 2 stable; each pod sees it when the kubelet
+    # syncs the mounted ConfigMap (up to its sync period) and the server re-reads it.
+    ip = service_ip(cluster, ns)
+    wait_until(
+        "every pod's stable to be 2",
+        lambda: all(serves(cluster, ip, 2, "stable") for _ in range(3)),
+        120,
+        2,
+    )
