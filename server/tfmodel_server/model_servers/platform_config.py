@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from typing import Any
 
 from google.protobuf import text_format
 from tensorflow_serving.config import platform_config_pb2
 
-from tfmodel_server.flag_files import read_flag_file
+from tfmodel_server.flag_files import parse_status_file
 from tfmodel_server.flags import ServerOptions
 
 # Generated (scripts/gen_protos.py); their classes are built at import, so typed Any here.
@@ -107,20 +106,8 @@ def apply_platform_config_file(options: ServerOptions) -> ServerOptions:
 
 def read_session_bundle_config(path: str) -> Any:
     """Parse the PlatformConfigMap and unpack its "tensorflow" SessionBundleConfig."""
-    try:
-        text = read_flag_file(path, "platform config file", PlatformConfigError)
-    except PlatformConfigError as e:
-        raise PlatformConfigError(f"NOT_FOUND: {e}") from None
     platform_map = platform_config_pb2.PlatformConfigMap()
-    try:
-        text_format.Parse(text, platform_map)
-    except text_format.ParseError as e:
-        problem = re.sub(r"^\d+:\d+\s*:\s*", "", str(e))
-        where = f"{e.GetLine()}:{e.GetColumn()}: " if e.GetLine() is not None else ""
-        raise PlatformConfigError(
-            f"INVALID_ARGUMENT: Invalid protobuf file: '{path}': Error parsing text-format "
-            f"tensorflow.serving.PlatformConfigMap: {where}{problem}"
-        ) from None
+    parse_status_file(path, "platform config file", platform_map, PlatformConfigError)
     found: Any = None
     for platform, entry in sorted(platform_map.platform_configs.items()):
         adapter = _unpack_adapter_config(entry.source_adapter_config)

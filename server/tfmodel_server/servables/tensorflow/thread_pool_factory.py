@@ -22,12 +22,11 @@ session_run_load_threadpool_index.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from google.protobuf import text_format
 
-from tfmodel_server.flag_files import read_flag_file
+from tfmodel_server.flag_files import parse_status_file
 from tfmodel_server.protos.any_config import AnyConfigError, unpack_registered
 
 
@@ -41,20 +40,8 @@ def read_thread_pool_factory_config(path: str) -> bytes:
 
     from tfmodel_server.protos import thread_pool_factory_config_pb2
 
-    try:
-        text = read_flag_file(path, "thread pool factory config file", ThreadPoolFactoryConfigError)
-    except ThreadPoolFactoryConfigError as e:
-        raise ThreadPoolFactoryConfigError(f"NOT_FOUND: {e}") from None
     config: Any = thread_pool_factory_config_pb2.ThreadPoolFactoryConfig()  # type: ignore[attr-defined]
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        problem = re.sub(r"^\d+:\d+\s*:\s*", "", str(e))
-        where = f"{e.GetLine()}:{e.GetColumn()}: " if e.GetLine() is not None else ""
-        raise ThreadPoolFactoryConfigError(
-            f"INVALID_ARGUMENT: Invalid protobuf file: '{path}': Error parsing text-format "
-            f"tensorflow.serving.ThreadPoolFactoryConfig: {where}{problem}"
-        ) from None
+    parse_status_file(path, "thread pool factory config file", config, ThreadPoolFactoryConfigError)
     try:
         pool = unpack_registered(
             config.thread_pool_factory_config,
