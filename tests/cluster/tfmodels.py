@@ -4,9 +4,7 @@ looping client script run in the node's network namespace."""
 
 from __future__ import annotations
 
-import copy
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -14,34 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from tfmodel_devcluster.cluster import Cluster
+from tfmodel_devcluster.demo import steps
 from tfmodel_devcluster.demo.steps import wait_until
 
-RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
-
-
-def manifest(
-    cluster: Cluster,
-    name: str,
-    namespace: str,
-    replicas: int,
-    models: list[dict[str, Any]],
-    **spec: Any,
-) -> dict[str, Any]:
-    """A TFModel of the test image (never pulled), polled every 2 s, with `spec` added."""
-    return {
-        "apiVersion": "serving.tfmodel.io/v1alpha1",
-        "kind": "TFModel",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "image": cluster.images["server"],
-            "imagePullPolicy": "Never",
-            "replicas": replicas,
-            "pollIntervalSeconds": 2,
-            "models": models,
-            "resources": copy.deepcopy(RESOURCES),  # a test may change its copy
-            **spec,
-        },
-    }
+# The demo's TFModel frame and model-tree modes, shared with the tests.
+manifest = steps.tfmodel_manifest
+world_readable = steps.world_readable
 
 
 def status(cluster: Cluster, name: str, namespace: str) -> dict[str, Any]:
@@ -68,14 +44,6 @@ def wait_ready(cluster: Cluster, name: str, namespace: str, stable_rollout: bool
 
     what = f"TFModel {name} Ready" + (", its rollout Stable" if stable_rollout else "")
     wait_until(what, ready, 420, 2)
-
-
-def world_readable(root: Path) -> None:
-    """The server runs as a non-root user and a hostPath keeps the host's modes."""
-    for dirpath, _dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o755)
-        for f in filenames:
-            os.chmod(os.path.join(dirpath, f), 0o644)
 
 
 class LoopingClient:

@@ -7,6 +7,7 @@ goes to the log file the caller names, so the terminal stays readable.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -106,40 +107,56 @@ def export_models(cluster: Cluster, log_file: Path) -> Path:
             )
             if done.returncode != 0:
                 raise StepError(f"exporting version {version} failed (see {log_file})")
-    # The server runs as uid 1000: the hostPath tree must be world-readable.
-    for dirpath, _dirs, files in os.walk(models_root(cluster)):
-        os.chmod(dirpath, 0o755)
-        for name in files:
-            os.chmod(os.path.join(dirpath, name), 0o644)
+    world_readable(models_root(cluster))
     return base
 
 
+def world_readable(root: Path) -> None:
+    """The server runs as uid 1000 and a hostPath keeps the host's modes."""
+    for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+
+
 # --- the TFModel -----------------------------------------------------------------------------
-def manifest(cluster: Cluster, replicas: int = 2) -> dict[str, Any]:
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+
+
+def tfmodel_manifest(
+    cluster: Cluster,
+    name: str,
+    namespace: str,
+    replicas: int,
+    models: list[dict[str, Any]],
+    **spec: Any,
+) -> dict[str, Any]:
+    """A TFModel of the cluster's server image (never pulled), polled every 2 s, `spec` added."""
     return {
         "apiVersion": "serving.tfmodel.io/v1alpha1",
         "kind": "TFModel",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "image": cluster.images["server"],
             "imagePullPolicy": "Never",
             "replicas": replicas,
             "pollIntervalSeconds": 2,
-            "models": [
-                {
-                    "name": NAME,
-                    "basePath": f"/models/{NAME}",
-                    "versionPolicy": {"specific": {"versions": [1, 2]}},
-                    "versionLabels": {"stable": 1, "canary": 2},
-                }
-            ],
-            "storage": {"hostPath": {"path": str(models_root(cluster)), "type": "Directory"}},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "2Gi"},
-            },
+            "models": models,
+            "resources": copy.deepcopy(RESOURCES),  # a caller may change its copy
+            **spec,
         },
     }
+
+
+def manifest(cluster: Cluster, replicas: int = 2) -> dict[str, Any]:
+    model = {
+        "name": NAME,
+        "basePath": f"/models/{NAME}",
+        "versionPolicy": {"specific": {"versions": [1, 2]}},
+        "versionLabels": {"stable": 1, "canary": 2},
+    }
+    storage = {"hostPath": {"path": str(models_root(cluster)), "type": "Directory"}}
+    return tfmodel_manifest(cluster, NAME, NAMESPACE, replicas, [model], storage=storage)
 
 
 def apply_tfmodel(cluster: Cluster, replicas: int = 2) -> dict[str, Any]:
